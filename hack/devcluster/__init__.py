@@ -1,0 +1,1 @@
+"""A local Kubernetes control plane built from Go modules and run as plain processes."""

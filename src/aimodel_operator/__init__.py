@@ -1,0 +1,1 @@
+"""AI Model Operator: runs uplion AI model workers on Kubernetes."""

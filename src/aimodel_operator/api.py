@@ -1,0 +1,261 @@
+"""The AIModel resource: its fields, defaults, validation and the CRD generated from them.
+
+Everything a user sees of the resource (field names, defaults, the CEL
+messages that refuse bad input, printer columns) is declared here once.
+``make manifests`` writes the CRD from :func:`crd`; a unit test keeps the
+committed YAML identical to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+GROUP = "model.youxam.com"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "AIModel"
+PLURAL = "aimodels"
+SINGULAR = "aimodel"
+
+# The longest AIModel name whose derived names still fit: KEDA labels its HPA
+# with the ScaledObject name "<name>-scaledobject", and label values are <= 63.
+MAX_NAME_LENGTH = 63 - len("-scaledobject")
+
+DEFAULT_REPLICAS = 1
+DEFAULT_MAX_PROCESS_NUM = 128
+DEFAULT_API_KEY_SECRET_KEY = "apiKey"
+KEDA_DEFAULT_MAX_REPLICAS = 100
+
+
+class ModelType(StrEnum):
+    LOCAL = "local"
+    REMOTE = "remote"
+
+
+class State(StrEnum):
+    RUNNING = "Running"
+    FAILED = "Failed"
+
+
+class ErrorReason(StrEnum):
+    """The reasons a worker may report; any other reason is not a worker error."""
+
+    CONFIGURATION = "ConfigurationError"
+    AUTHENTICATION = "AuthenticationError"
+    MESSAGE_QUEUE_CONNECTION = "MessageQueueConnectionError"
+    API_QUOTA_EXCEEDED = "APIQuotaExceededError"
+    GENERAL = "GeneralError"
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    schema: dict[str, Any]
+    description: str
+    required: bool = False
+
+
+SPEC_FIELDS: tuple[Field, ...] = (
+    Field("type", {"type": "string", "enum": [t.value for t in ModelType]}, "Where the model runs.", required=True),
+    Field(
+        "model",
+        {"type": "string", "minLength": 1, "maxLength": 200},
+        "Model name, e.g. TinyLlama-1.1B or gpt-3.5-turbo.",
+        required=True,
+    ),
+    Field("image", {"type": "string", "minLength": 1, "maxLength": 1024}, "Worker container image.", required=True),
+    Field(
+        "replicas",
+        {"type": "integer", "format": "int32", "minimum": 0, "default": DEFAULT_REPLICAS},
+        "Fixed number of workers. Ignored while KEDA autoscaling is active.",
+    ),
+    Field(
+        "maxProcessNum",
+        {"type": "integer", "format": "int32", "minimum": 1, "default": DEFAULT_MAX_PROCESS_NUM},
+        "Maximum number of requests one worker processes at once.",
+    ),
+    Field("baseURL", {"type": "string", "minLength": 1, "maxLength": 2048}, "Upstream API URL (remote models)."),
+    Field(
+        "apiKey",
+        {"type": "string", "minLength": 1, "maxLength": 4096},
+        "Upstream API key (remote models). Stored in a Secret owned by the AIModel, never in the Deployment.",
+    ),
+    Field(
+        "apiKeySecretRef",
+        {
+            "type": "object",
+            "required": ["name"],
+            "properties": {
+                "name": {"type": "string", "minLength": 1, "maxLength": 253, "description": "Secret name."},
+                "key": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 253,
+                    "default": DEFAULT_API_KEY_SECRET_KEY,
+                    "description": "Key in the Secret.",
+                },
+            },
+        },
+        "An existing Secret in the AIModel's namespace holding the API key, instead of apiKey.",
+    ),
+    Field(
+        "msgBacklogThreshold",
+        {"type": "integer", "format": "int32", "minimum": 1},
+        "Enables KEDA autoscaling on the Pulsar backlog of topic model-<model>: target messages per worker.",
+    ),
+    Field(
+        "minReplicas",
+        {"type": "integer", "format": "int32", "minimum": 0},
+        "KEDA minimum replica count (default 1).",
+    ),
+    Field(
+        "maxReplicas",
+        {"type": "integer", "format": "int32", "minimum": 1},
+        f"KEDA maximum replica count (default {KEDA_DEFAULT_MAX_REPLICAS}).",
+    ),
+)
+
+# Rules the OpenAPI schema alone cannot express. Each message names the field.
+SPEC_RULES: tuple[dict[str, str], ...] = (
+    {
+        "rule": "self.type != 'remote' || has(self.baseURL)",
+        "message": "spec.baseURL is required when spec.type is remote",
+        "fieldPath": ".baseURL",
+        "reason": "FieldValueRequired",
+    },
+    {
+        "rule": "self.type != 'remote' || has(self.apiKey) || has(self.apiKeySecretRef)",
+        "message": "spec.apiKey or spec.apiKeySecretRef is required when spec.type is remote",
+        "fieldPath": ".apiKey",
+        "reason": "FieldValueRequired",
+    },
+    {
+        "rule": "!(has(self.apiKey) && has(self.apiKeySecretRef))",
+        "message": "spec.apiKey and spec.apiKeySecretRef are mutually exclusive: set only one",
+        "fieldPath": ".apiKeySecretRef",
+        "reason": "FieldValueForbidden",
+    },
+    {
+        "rule": "!has(self.minReplicas) || !has(self.maxReplicas) || self.minReplicas <= self.maxReplicas",
+        "message": "spec.minReplicas must be less than or equal to spec.maxReplicas",
+        "fieldPath": ".minReplicas",
+        "reason": "FieldValueInvalid",
+    },
+    {
+        "rule": "self.model.matches('^[A-Za-z0-9._:-]+$')",
+        "message": "spec.model may contain only letters, digits, '.', '_', ':' and '-' "
+        "(it forms the Pulsar topic model-<model>)",
+        "fieldPath": ".model",
+        "reason": "FieldValueInvalid",
+    },
+)
+
+ROOT_RULES: tuple[dict[str, str], ...] = (
+    {
+        "rule": f"self.metadata.name.size() <= {MAX_NAME_LENGTH}",
+        "message": f"metadata.name must be at most {MAX_NAME_LENGTH} characters: "
+        "the operator derives names and labels from it (e.g. <name>-scaledobject)",
+        "reason": "FieldValueInvalid",
+    },
+)
+
+CONDITION_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "status"],
+    "properties": {
+        "type": {"type": "string"},
+        "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
+        "reason": {"type": "string"},
+        "message": {"type": "string"},
+        "observedGeneration": {"type": "integer", "format": "int64"},
+        "lastTransitionTime": {"type": "string", "format": "date-time"},
+    },
+}
+
+STATUS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "state": {"type": "string", "enum": [s.value for s in State], "description": "Running or Failed."},
+        "message": {"type": "string", "description": "Why the model is in this state."},
+        "observedGeneration": {"type": "integer", "format": "int64"},
+        "specResourceVersion": {
+            "type": "string",
+            "description": "resourceVersion of the AIModel when its current spec was first observed; "
+            "worker reports older than this do not apply to the current spec.",
+        },
+        "replicas": {"type": "integer", "format": "int32", "description": "Worker pods of the Deployment."},
+        "readyReplicas": {"type": "integer", "format": "int32", "description": "Ready worker pods."},
+        "conditions": {
+            "type": "array",
+            "items": CONDITION_SCHEMA,
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["type"],
+        },
+    },
+}
+
+PRINTER_COLUMNS: tuple[dict[str, Any], ...] = (
+    {"name": "Type", "type": "string", "jsonPath": ".spec.type"},
+    {"name": "Model", "type": "string", "jsonPath": ".spec.model"},
+    {"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas"},
+    {"name": "State", "type": "string", "jsonPath": ".status.state"},
+    {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas", "priority": 1},
+    {"name": "Backlog", "type": "integer", "jsonPath": ".spec.msgBacklogThreshold", "priority": 1},
+    {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp", "priority": 1},
+)
+
+
+def spec_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "description": "Desired state of an AI model's workers.",
+        "required": [f.name for f in SPEC_FIELDS if f.required],
+        "properties": {f.name: {**f.schema, "description": f.description} for f in SPEC_FIELDS},
+        "x-kubernetes-validations": list(SPEC_RULES),
+    }
+
+
+def crd() -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{PLURAL}.{GROUP}"},
+        "spec": {
+            "group": GROUP,
+            "names": {"kind": KIND, "listKind": f"{KIND}List", "plural": PLURAL, "singular": SINGULAR},
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": list(PRINTER_COLUMNS),
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": "AIModel runs the workers of one AI model (local or remote API).",
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec_schema(),
+                                "status": STATUS_SCHEMA,
+                            },
+                            "x-kubernetes-validations": list(ROOT_RULES),
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def crd_yaml() -> str:
+    import yaml
+
+    return yaml.safe_dump(crd(), sort_keys=False, width=120)

@@ -1,0 +1,18 @@
+"""Prometheus metrics of the operator."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+API_WRITES = Counter("aimodel_operator_api_writes_total", "API write requests sent, by HTTP method.", ["method"])
+RECONCILES = Counter("aimodel_operator_reconciles_total", "Reconciles run, by result.", ["result"])
+RECONCILE_SECONDS = Histogram(
+    "aimodel_operator_reconcile_seconds",
+    "Time spent in one reconcile.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+WORKER_REPORTS = Counter(
+    "aimodel_operator_worker_reports_total", "Worker error events accepted, by reason.", ["reason"]
+)
+QUEUE_DEPTH = Gauge("aimodel_operator_queue_depth", "AIModels waiting to be reconciled.")
+MODELS = Gauge("aimodel_operator_aimodels", "AIModels known to the operator.")

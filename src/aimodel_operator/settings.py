@@ -1,0 +1,30 @@
+"""The operator's own configuration, read once from the environment at start."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+FIELD_MANAGER = "aimodel-operator"
+COMPONENT = "aimodel-operator"
+
+DEFAULT_PULSAR_URL = "pulsar://localhost:6650"
+DEFAULT_RES_TOPIC_NAME = "res-topic"
+
+
+@dataclass(frozen=True)
+class Settings:
+    pulsar_admin_url: str = ""
+    pulsar_url: str = DEFAULT_PULSAR_URL
+    pulsar_token: str = ""
+    res_topic_name: str = DEFAULT_RES_TOPIC_NAME
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        return cls(
+            pulsar_admin_url=env.get("PULSAR_ADMIN_URL", ""),
+            pulsar_url=env.get("PULSAR_URL") or DEFAULT_PULSAR_URL,
+            pulsar_token=env.get("PULSAR_TOKEN", ""),
+            res_topic_name=env.get("RES_TOPIC_NAME") or DEFAULT_RES_TOPIC_NAME,
+        )

@@ -1,0 +1,147 @@
+"""Pure status computation: (AIModel, newest worker report, children as seen) -> status."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from .api import State
+from .builders import Manifest, deployment_name
+
+MAX_MESSAGE = 1024
+
+# Condition types.
+READY = "Ready"
+AUTOSCALING = "Autoscaling"
+
+# Fields whose change is urgent to publish; replica counts and readiness may be batched.
+URGENT_FIELDS = ("state", "message", "observedGeneration", "specResourceVersion")
+
+
+@dataclass(frozen=True)
+class Report:
+    """A worker's error report: the newest Warning event seen for one AIModel."""
+
+    resource_version: int
+    reason: str
+    message: str
+
+    @property
+    def text(self) -> str:
+        return bound(f"{self.reason}: {self.message}")
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: bool | None
+    reason: str
+    message: str
+
+
+def bound(text: str, limit: int = MAX_MESSAGE) -> str:
+    """Keep status messages small enough never to break a status write."""
+    text = text.replace("\x00", "")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def running_message(model: Manifest) -> str:
+    return f"Deployment {deployment_name(model['metadata']['name'])} is up to date"
+
+
+def ready_condition(state: str, message: str, replicas: int, ready: int, deployment: Manifest | None) -> Condition:
+    if state == State.FAILED:
+        return Condition(READY, False, "WorkerReportedError", message)
+    if deployment is None:
+        return Condition(READY, False, "DeploymentMissing", "the worker Deployment does not exist yet")
+    if ready >= replicas:
+        return Condition(READY, True, "WorkersReady", f"{ready}/{replicas} workers ready")
+    return Condition(READY, False, "WorkersNotReady", f"{ready}/{replicas} workers ready")
+
+
+def _condition_dict(cond: Condition, previous: dict[str, Any] | None, generation: int, stamp: str) -> dict[str, Any]:
+    status = "Unknown" if cond.status is None else str(cond.status)
+    keep_time = previous is not None and previous.get("status") == status and previous.get("lastTransitionTime")
+    return {
+        "type": cond.type,
+        "status": status,
+        "reason": cond.reason,
+        "message": bound(cond.message),
+        "observedGeneration": generation,
+        "lastTransitionTime": previous["lastTransitionTime"] if keep_time else stamp,
+    }
+
+
+def compute(
+    model: Manifest,
+    report: Report | None,
+    deployment: Manifest | None,
+    extra_conditions: tuple[Condition, ...] = (),
+    stamp: str | None = None,
+) -> dict[str, Any]:
+    """The status the AIModel should show.
+
+    A spec change (new generation) resets the state to Running and records the
+    model's resourceVersion at that moment: only reports newer than it (by
+    resourceVersion, which orders every write in the cluster) may fail the
+    new spec. This survives restarts, when old events are listed again.
+    """
+    meta = model["metadata"]
+    current = model.get("status") or {}
+    generation = _int(meta.get("generation", 1))
+    if current.get("observedGeneration") != generation or not current.get("specResourceVersion"):
+        spec_rv = str(meta.get("resourceVersion", "0"))
+        state, message = State.RUNNING.value, running_message(model)
+    else:
+        spec_rv = current["specResourceVersion"]
+        state = current.get("state") or State.RUNNING.value
+        message = current.get("message") or running_message(model)
+    if report is not None and report.resource_version > _int(spec_rv):
+        state, message = State.FAILED.value, report.text
+
+    dep_status = (deployment or {}).get("status") or {}
+    replicas = _int(dep_status.get("replicas"))
+    ready = _int(dep_status.get("readyReplicas"))
+    desired = _int(((deployment or {}).get("spec") or {}).get("replicas", replicas))
+
+    stamp = stamp or now()
+    previous = {c.get("type"): c for c in current.get("conditions") or []}
+    conditions = [ready_condition(state, message, desired, ready, deployment), *extra_conditions]
+    return {
+        "state": state,
+        "message": bound(message),
+        "observedGeneration": generation,
+        "specResourceVersion": spec_rv,
+        "replicas": replicas,
+        "readyReplicas": ready,
+        "conditions": [_condition_dict(c, previous.get(c.type), generation, stamp) for c in conditions],
+    }
+
+
+def differs(current: dict[str, Any] | None, new: dict[str, Any]) -> bool:
+    return (current or {}) != new
+
+
+def urgent(current: dict[str, Any] | None, new: dict[str, Any]) -> bool:
+    """A change users wait for (state, message, new generation), as opposed to counters moving."""
+    current = current or {}
+    if not current:
+        return True
+    if any(current.get(f) != new.get(f) for f in URGENT_FIELDS):
+        return True
+    # A condition changing status (e.g. Ready turning True) is what `kubectl wait` waits for.
+    before = {c.get("type"): c.get("status") for c in current.get("conditions") or []}
+    after = {c["type"]: c["status"] for c in new["conditions"]}
+    return before != after

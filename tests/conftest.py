@@ -1,0 +1,114 @@
+"""Fixtures: one real cluster per test session, one namespace per test.
+
+With AIMODEL_TEST_KUBECONFIG pointing at a kubeconfig, that cluster is used
+as it is. Otherwise the local cluster (hack/devcluster) is started in
+.devcluster-test/ for the session and stopped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from kube_helpers import REPO, Kubectl, OperatorProcess, wait_for
+
+TEST_CLUSTER_DIR = REPO / ".devcluster-test"
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "/e2e/" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    """(kubeconfig path, local Cluster or None)."""
+    given = os.environ.get("AIMODEL_TEST_KUBECONFIG")
+    if given:
+        yield Path(given), None
+        return
+    from devcluster.cluster import Cluster
+
+    local = Cluster(TEST_CLUSTER_DIR)
+    local.up()
+    try:
+        yield local.kubeconfig, local
+    finally:
+        local.down()
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(cluster) -> Path:
+    return cluster[0]
+
+
+@pytest.fixture(scope="session")
+def kubectl(kubeconfig) -> Kubectl:
+    from devcluster import build
+
+    binary = build.kubernetes_bin() / "kubectl"
+    return Kubectl(str(binary) if binary.exists() else "kubectl", kubeconfig)
+
+
+@pytest.fixture
+def namespace(kubectl, request) -> str:
+    """A fresh namespace for one test, deleted afterwards."""
+    name = f"t-{request.node.name[:30].lower().replace('_', '-').strip('-')}-{uuid.uuid4().hex[:5]}"
+    name = "".join(c for c in name if c.isalnum() or c == "-")
+    kubectl("create", "namespace", name)
+    wait_for(
+        "the namespace's default ServiceAccount", lambda: kubectl.in_namespace(name).get("serviceaccount", "default")
+    )
+    yield name
+    kubectl("delete", "namespace", name, "--wait=false")
+
+
+@pytest.fixture
+def k(kubectl, namespace) -> Kubectl:
+    """kubectl bound to the test's namespace."""
+    return kubectl.in_namespace(namespace)
+
+
+@pytest.fixture(scope="session")
+def crds_installed(kubectl):
+    kubectl("apply", "--server-side", "-f", str(REPO / "config" / "crd" / "bases"))
+    kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/aimodels.model.youxam.com")
+    return True
+
+
+@pytest.fixture(scope="session")
+def operator_process(kubeconfig, crds_installed, tmp_path_factory):
+    """The operator, running for the whole session with default settings."""
+    proc = OperatorProcess(kubeconfig, tmp_path_factory.mktemp("operator"))
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def operator(operator_process):
+    """The session's operator, back to default settings and running when the test starts."""
+    if operator_process.proc is None or operator_process.env:
+        operator_process.stop()
+        operator_process.start()
+    return operator_process
+
+
+@pytest.fixture(scope="session")
+def keda(cluster):
+    """The real KEDA operator and its CRDs on the test cluster (built on first use)."""
+    _, local = cluster
+    if local is None:
+        return True
+    from devcluster import keda as keda_mod
+
+    if "keda" not in {c.name for c in local.components() if local.alive(c)}:
+        keda_mod.start(local)
+    return True
