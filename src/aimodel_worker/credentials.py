@@ -1,0 +1,186 @@
+"""Find how to reach the API server: in-cluster service account or a kubeconfig."""
+
+import base64
+import json
+import os
+import ssl
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ConfigError
+
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Where the API server is and how to authenticate to it."""
+
+    server: str
+    ca_file: str | None = None
+    ca_data: str | None = None
+    insecure: bool = False
+    token: str | None = None
+    # Read on every request: projected service account tokens are rotated by the kubelet.
+    token_file: str | None = None
+    cert_file: str | None = None
+    cert_data: bytes | None = None
+    key_file: str | None = None
+    key_data: bytes | None = None
+
+    def bearer_token(self) -> str | None:
+        if self.token_file:
+            try:
+                return Path(self.token_file).read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"cannot read the token file {self.token_file}: {exc}") from exc
+        return self.token
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """TLS settings for ``https`` servers, client certificate included."""
+        if self.insecure:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        else:
+            try:
+                ctx = ssl.create_default_context(cafile=self.ca_file, cadata=self.ca_data)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"cannot load the API server's CA certificate: {exc}") from exc
+        if self.cert_file or self.cert_data:
+            load_client_certificate(ctx, self)
+        return ctx
+
+
+def _write_private(directory: str, name: str, data: bytes) -> str:
+    path = os.path.join(directory, name)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return path
+
+
+def load_client_certificate(ctx: ssl.SSLContext, creds: Credentials) -> None:
+    """Load the client certificate and key into ``ctx``.
+
+    ``load_cert_chain`` only reads files, so inline data goes to private
+    temporary files that are removed as soon as it has read them.
+    """
+    with tempfile.TemporaryDirectory(prefix="aimodel-worker-") as tmp:
+        cert, key = creds.cert_file, creds.key_file
+        if creds.cert_data:
+            cert = _write_private(tmp, "client.crt", creds.cert_data)
+        if creds.key_data:
+            key = _write_private(tmp, "client.key", creds.key_data)
+        try:
+            ctx.load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load the client certificate: {exc}") from exc
+
+
+def in_cluster_credentials(
+    env: Mapping[str, str] = os.environ, sa_dir: Path = SERVICE_ACCOUNT_DIR
+) -> Credentials | None:
+    """The pod's service account, or None when not running in a pod."""
+    host = env.get("KUBERNETES_SERVICE_HOST")
+    port = env.get("KUBERNETES_SERVICE_PORT")
+    token = sa_dir / "token"
+    if not (host and port and token.is_file()):
+        return None
+    if ":" in host:
+        host = f"[{host}]"
+    ca = sa_dir / "ca.crt"
+    return Credentials(
+        server=f"https://{host}:{port}",
+        ca_file=str(ca) if ca.is_file() else None,
+        token_file=str(token),
+    )
+
+
+def _parse_document(text: str, path: Path) -> dict:
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        try:
+            import yaml  # optional: only YAML kubeconfigs need it
+        except ImportError:
+            raise ConfigError(f"kubeconfig {path} is not JSON, and reading YAML needs PyYAML") from None
+        try:
+            doc = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"kubeconfig {path} is not valid YAML: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ConfigError(f"kubeconfig {path} is not a mapping")
+    return doc
+
+
+def _named(doc: dict, section: str, key: str, name: str, path: Path) -> dict:
+    for entry in doc.get(section) or []:
+        if entry.get("name") == name:
+            return entry.get(key) or {}
+    raise ConfigError(f"kubeconfig {path} has no {key} named {name!r}")
+
+
+def kubeconfig_credentials(path: Path, context: str | None = None) -> Credentials:
+    """Credentials of ``context`` (default: the current context) in the kubeconfig at ``path``."""
+    try:
+        doc = _parse_document(path.read_text(), path)
+    except OSError as exc:
+        raise ConfigError(f"cannot read kubeconfig {path}: {exc}") from exc
+    context = context or doc.get("current-context")
+    if not context:
+        raise ConfigError(f"kubeconfig {path} has no current-context")
+    ctx = _named(doc, "contexts", "context", context, path)
+    cluster = _named(doc, "clusters", "cluster", ctx.get("cluster", ""), path)
+    user = _named(doc, "users", "user", ctx["user"], path) if ctx.get("user") else {}
+    if not cluster.get("server"):
+        raise ConfigError(f"kubeconfig {path}: cluster {ctx.get('cluster')!r} has no server")
+    plugin = "exec" if "exec" in user else "auth-provider" if "auth-provider" in user else None
+    if plugin and not any(user.get(k) for k in ("token", "tokenFile", "client-certificate", "client-certificate-data")):
+        raise ConfigError(
+            f"kubeconfig {path}: user {ctx.get('user')!r} needs an {plugin} plugin, which is not supported"
+        )
+
+    def file(value: str | None) -> str | None:
+        # kubectl resolves relative paths against the kubeconfig's directory.
+        return str(path.parent / value) if value else None
+
+    def data(value: str | None) -> bytes | None:
+        try:
+            return base64.b64decode(value, validate=True) if value else None
+        except ValueError as exc:
+            raise ConfigError(f"kubeconfig {path} holds invalid base64 data: {exc}") from exc
+
+    ca_data = data(cluster.get("certificate-authority-data"))
+    return Credentials(
+        server=cluster["server"].rstrip("/"),
+        ca_file=file(cluster.get("certificate-authority")),
+        ca_data=ca_data.decode() if ca_data else None,
+        insecure=bool(cluster.get("insecure-skip-tls-verify")),
+        token=user.get("token"),
+        token_file=file(user.get("tokenFile")),
+        cert_file=file(user.get("client-certificate")),
+        cert_data=data(user.get("client-certificate-data")),
+        key_file=file(user.get("client-key")),
+        key_data=data(user.get("client-key-data")),
+    )
+
+
+def load_credentials(env: Mapping[str, str] = os.environ, sa_dir: Path = SERVICE_ACCOUNT_DIR) -> Credentials:
+    """In-cluster credentials if present, else the first ``$KUBECONFIG`` path, else ``~/.kube/config``."""
+    creds = in_cluster_credentials(env, sa_dir)
+    if creds:
+        return creds
+    paths = [p for p in env.get("KUBECONFIG", "").split(os.pathsep) if p]
+    if paths:
+        return kubeconfig_credentials(Path(paths[0]).expanduser())
+    default = Path(env.get("HOME") or Path.home()) / ".kube" / "config"
+    if default.is_file():
+        return kubeconfig_credentials(default)
+    raise ConfigError(
+        "no Kubernetes credentials found: looked for a service account "
+        f"(KUBERNETES_SERVICE_HOST, KUBERNETES_SERVICE_PORT and {sa_dir / 'token'}), "
+        f"a kubeconfig named by $KUBECONFIG, and {default}"
+    )
