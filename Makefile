@@ -41,6 +41,10 @@ fmt: setup ## Format the code (ruff).
 	$(BIN)/ruff check --fix src tests hack
 	$(BIN)/ruff format src tests hack
 
+.PHONY: manifests
+manifests: setup ## Regenerate the CRD in config/crd/bases from the typed model (src/aimodel_operator/api.py).
+	$(BIN)/aimodel-operator crd > config/crd/bases/model.youxam.com_aimodels.yaml
+
 .PHONY: test-unit
 test-unit: setup ## Fast tests that need no cluster.
 	$(BIN)/pytest -q tests/unit
@@ -62,3 +66,43 @@ cluster-down: setup ## Stop every process of the local cluster.
 .PHONY: cluster-status
 cluster-status: setup ## Show the local cluster's processes, memory and nodes.
 	$(DEVCLUSTER) status
+
+##@ Main job
+
+.PHONY: demo
+demo: setup ## Local cluster + KEDA + operator + the seed's sample, its error path and recovery, shown step by step.
+	PYTHONPATH=hack $(BIN)/python hack/demo.py
+
+##@ Deployment (against the cluster of the current kubeconfig)
+
+.PHONY: run
+run: setup ## Run the operator locally against the current kubeconfig.
+	$(BIN)/aimodel-operator run
+
+.PHONY: install
+install: ## Install the CRD into the cluster.
+	$(KUBECTL) kustomize config/crd | $(KUBECTL) apply --server-side -f -
+
+.PHONY: uninstall
+uninstall: ## Remove the CRD (and with it every AIModel). Safe to run twice.
+	$(KUBECTL) kustomize config/crd | $(KUBECTL) delete --ignore-not-found -f -
+
+.PHONY: deploy
+deploy: ## Deploy the CRD, the operator and its RBAC, using the image IMG.
+	@rm -rf build/deploy && mkdir -p build/deploy && cp -r config build/deploy/
+	@img='$(IMG)'; name="$${img%:*}"; tag="$${img##*:}"; \
+	case "$$tag" in */*|"$$img") name="$$img"; tag=latest;; esac; \
+	sed -i "s|newName: .*|newName: $$name|; s|newTag: .*|newTag: $$tag|" build/deploy/config/manager/kustomization.yaml
+	$(KUBECTL) kustomize build/deploy/config/default | $(KUBECTL) apply --server-side -f -
+
+.PHONY: undeploy
+undeploy: ## Remove the operator, its RBAC and the CRD (with every AIModel). Safe to run twice.
+	$(KUBECTL) kustomize config/default | $(KUBECTL) delete --ignore-not-found -f -
+
+.PHONY: docker-build
+docker-build: ## Build the operator image IMG with CONTAINER_TOOL (docker, podman).
+	$(CONTAINER_TOOL) build -t $(IMG) .
+
+.PHONY: docker-push
+docker-push: ## Push the operator image IMG.
+	$(CONTAINER_TOOL) push $(IMG)

@@ -138,8 +138,10 @@ SPEC_RULES: tuple[dict[str, str], ...] = (
         "reason": "FieldValueForbidden",
     },
     {
-        "rule": "!has(self.minReplicas) || !has(self.maxReplicas) || self.minReplicas <= self.maxReplicas",
-        "message": "spec.minReplicas must be less than or equal to spec.maxReplicas",
+        "rule": "!has(self.minReplicas) || self.minReplicas <= "
+        f"(has(self.maxReplicas) ? self.maxReplicas : {KEDA_DEFAULT_MAX_REPLICAS})",
+        "message": "spec.minReplicas must be less than or equal to spec.maxReplicas "
+        f"(default {KEDA_DEFAULT_MAX_REPLICAS})",
         "fieldPath": ".minReplicas",
         "reason": "FieldValueInvalid",
     },

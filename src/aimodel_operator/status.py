@@ -15,8 +15,10 @@ MAX_MESSAGE = 1024
 READY = "Ready"
 AUTOSCALING = "Autoscaling"
 
-# Fields whose change is urgent to publish; replica counts and readiness may be batched.
-URGENT_FIELDS = ("state", "message", "observedGeneration", "specResourceVersion")
+# Fields whose change is urgent to publish. Replica counts, and a newer report
+# on a model that is already Failed, may be batched: a flood of reports for
+# one model must not become a flood of status writes.
+URGENT_FIELDS = ("state", "observedGeneration", "specResourceVersion")
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,10 @@ def ready_condition(state: str, message: str, replicas: int, ready: int, deploym
         return Condition(READY, False, "WorkerReportedError", message)
     if deployment is None:
         return Condition(READY, False, "DeploymentMissing", "the worker Deployment does not exist yet")
+    dep_status = deployment.get("status") or {}
+    rolled_out = _int(dep_status.get("observedGeneration")) >= _int(deployment["metadata"].get("generation", 1))
+    if not rolled_out or _int(dep_status.get("updatedReplicas")) < replicas:
+        return Condition(READY, False, "RollingOut", f"{ready}/{replicas} workers ready; rolling out the new spec")
     if ready >= replicas:
         return Condition(READY, True, "WorkersReady", f"{ready}/{replicas} workers ready")
     return Condition(READY, False, "WorkersNotReady", f"{ready}/{replicas} workers ready")
@@ -135,7 +141,7 @@ def differs(current: dict[str, Any] | None, new: dict[str, Any]) -> bool:
 
 
 def urgent(current: dict[str, Any] | None, new: dict[str, Any]) -> bool:
-    """A change users wait for (state, message, new generation), as opposed to counters moving."""
+    """A change users wait for (state, new generation, a condition flipping), not counters or messages moving."""
     current = current or {}
     if not current:
         return True

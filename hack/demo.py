@@ -1,0 +1,165 @@
+"""`make demo`: the whole contract on the local cluster, shown step by step.
+
+Starts the local cluster (building it on first use) with KEDA, installs the
+CRD, runs the operator in the background, applies the seed's sample and shows
+what it becomes; then fails it the way a worker pod would and heals it with a
+spec change. Everything keeps running afterwards for exploration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from devcluster import keda
+from devcluster.cluster import Cluster, ClusterError, free_port
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "config" / "samples" / "model_v1alpha1_aimodel_local.yaml"
+
+
+def step(text: str) -> None:
+    print(f"\n\033[1m==> {text}\033[0m", flush=True)
+
+
+def show(cluster: Cluster, *args: str) -> str:
+    print(f"$ kubectl {' '.join(args)}", flush=True)
+    out = cluster.kubectl(*args)
+    print(out, end="" if out.endswith("\n") else "\n", flush=True)
+    return out
+
+
+def wait(what: str, check, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except ClusterError:
+            pass
+        time.sleep(0.3)
+    raise SystemExit(f"demo: timed out waiting for {what}")
+
+
+def start_operator(cluster: Cluster) -> None:
+    running = {c.name for c in cluster.components() if cluster.alive(c)}
+    if "aimodel-operator" in running:
+        print("operator already running", flush=True)
+        return
+    health = free_port()
+    comp = cluster._spawn(
+        "aimodel-operator",
+        [
+            str(Path(sys.executable).parent / "aimodel-operator"),
+            "run",
+            f"--health-port={health}",
+            f"--metrics-port={free_port()}",
+        ],
+        env={"KUBECONFIG": str(cluster.kubeconfig), "PULSAR_ADMIN_URL": "http://127.0.0.1:8080"},
+    )
+    cluster._wait(
+        "the operator's /healthz",
+        lambda: urllib.request.urlopen(f"http://127.0.0.1:{health}/healthz", timeout=2).status == 200,
+        comp,
+        timeout=60,
+    )
+    print(f"operator running (pid {comp.pid}, log {comp.log})", flush=True)
+
+
+def aimodel_field(cluster: Cluster, name: str, path: str) -> str:
+    return cluster.kubectl("get", "aimodel", name, "-o", f"jsonpath={{{path}}}")
+
+
+def report_as_worker(cluster: Cluster, name: str, reason: str, message: str) -> None:
+    """Report an error with the model's own ServiceAccount token and the env the operator gave its pods."""
+    deployment = json.loads(cluster.kubectl("get", "deployment", f"{name}-deployment", "-o", "json"))
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    sa = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+    token = cluster.kubectl("create", "token", sa).strip()
+    cfg = json.loads(cluster.kubeconfig.read_text())
+    cfg["users"] = [{"name": sa, "user": {"token": token}}]
+    cfg["contexts"][0]["context"]["user"] = sa
+    worker_kubeconfig = cluster.dir / "worker-kubeconfig"
+    worker_kubeconfig.write_text(json.dumps(cfg))
+    worker_kubeconfig.chmod(0o600)
+    run_env = {
+        **os.environ,
+        "KUBECONFIG": str(worker_kubeconfig),
+        "AIMODEL_NAME": env["AIMODEL_NAME"],
+        "AIMODEL_NAMESPACE": env["AIMODEL_NAMESPACE"],
+    }
+    print(f"$ AIMODEL_NAME={env['AIMODEL_NAME']} AIMODEL_NAMESPACE={env['AIMODEL_NAMESPACE']} \\")
+    print(f"  aimodel-report {reason} '{message}'    # as system:serviceaccount:default:{sa}", flush=True)
+    subprocess.run([str(Path(sys.executable).parent / "aimodel-report"), reason, message], env=run_env, check=True)
+
+
+def main() -> None:
+    cluster = Cluster()
+    step("Local cluster (etcd, kube-apiserver, controller-manager, scheduler, kwok nodes, KEDA)")
+    cluster.up(keda=True)
+    step("Installing the AIModel CRD")
+    show(cluster, "apply", "--server-side", "-f", str(REPO / "config" / "crd" / "bases"))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/aimodels.model.youxam.com", "--timeout=60s")
+    keda.install_crds(cluster)
+    step("Starting the operator")
+    start_operator(cluster)
+
+    step("Creating the seed's sample AIModel")
+    show(cluster, "apply", "-f", str(SAMPLE))
+    wait(
+        "3 ready workers",
+        lambda: (
+            aimodel_field(cluster, "ai-model-sample", ".status.readyReplicas") == "3"
+            and aimodel_field(cluster, "ai-model-sample", ".status.state") == "Running"
+        ),
+    )
+    show(cluster, "get", "pods,deploy,aimodel")
+
+    step("A worker reports an irreversible error (as the pod's ServiceAccount would)")
+    report_as_worker(
+        cluster, "ai-model-sample", "ConfigurationError", 'Local model "not-found-model" is not supported.'
+    )
+    wait("state Failed", lambda: aimodel_field(cluster, "ai-model-sample", ".status.state") == "Failed")
+    show(cluster, "get", "aimodel")
+    show(cluster, "describe", "aimodel", "ai-model-sample")
+
+    step("Modifying the AIModel resets it to Running")
+    show(cluster, "patch", "aimodel", "ai-model-sample", "--type=merge", "-p", '{"spec":{"maxProcessNum":128}}')
+    wait("state Running", lambda: aimodel_field(cluster, "ai-model-sample", ".status.state") == "Running")
+    show(cluster, "get", "aimodel")
+
+    step("KEDA: a model that scales on its Pulsar backlog")
+    show(cluster, "apply", "-f", str(REPO / "config" / "samples" / "model_v1alpha1_aimodel_keda.yaml"))
+    wait(
+        "the ScaledObject to be Ready",
+        lambda: (
+            cluster.kubectl(
+                "get",
+                "scaledobject",
+                "ai-model-keda-sample-scaledobject",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
+            )
+            == "True"
+        ),
+    )
+    show(cluster, "get", "scaledobject")
+    wait("KEDA's HPA", lambda: "keda-hpa-" in cluster.kubectl("get", "hpa", "-o", "name"))
+    show(cluster, "get", "hpa")
+
+    step("Done. Keep exploring:")
+    print(f"  export KUBECONFIG={cluster.kubeconfig}")
+    print(f"  alias kubectl={cluster.kubectl_path()}")
+    print("  kubectl get aimodel -A -o wide; kubectl apply -k config/samples/")
+    print("  make cluster-status    # processes, memory, nodes (the operator's log is in .devcluster/logs/)")
+    print("  make cluster-down      # stops the operator, KEDA and the cluster", flush=True)
+
+
+if __name__ == "__main__":
+    main()

