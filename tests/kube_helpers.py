@@ -42,7 +42,8 @@ class Kubectl:
     def _token_kubeconfig(self) -> Path:
         """A kubeconfig with the cluster's server and CA and no user credentials."""
         path = self.kubeconfig.with_name(self.kubeconfig.name + ".anon")
-        if not path.exists():
+        # Rewritten whenever the cluster (and with it the kubeconfig) is newer.
+        if not path.exists() or path.stat().st_mtime < self.kubeconfig.stat().st_mtime:
             cfg = (
                 json.loads(self.kubeconfig.read_text())
                 if self.kubeconfig.read_text().lstrip().startswith("{")
