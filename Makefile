@@ -73,6 +73,10 @@ cluster-status: setup ## Show the local cluster's processes, memory and nodes.
 demo: setup ## Local cluster + KEDA + operator + the seed's sample, its error path and recovery, shown step by step.
 	PYTHONPATH=hack $(BIN)/python hack/demo.py
 
+.PHONY: bench
+bench: setup ## Measure latency, convergence of MODELS (default 1000) AIModels, writes and memory on a throwaway local cluster.
+	PYTHONPATH=hack $(BIN)/python hack/bench.py --models $(or $(MODELS),1000)
+
 ##@ Deployment (against the cluster of the current kubeconfig)
 
 .PHONY: run

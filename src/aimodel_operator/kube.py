@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -79,13 +80,25 @@ BY_KIND = {
 }
 
 
+def resource_of(path: str) -> str:
+    """The resource (with subresource) a REST path addresses: /api/v1/namespaces/ns/events/x -> events."""
+    parts = path.split("?")[0].strip("/").split("/")
+    parts = parts[2:] if parts[0] == "api" else parts[3:]
+    if len(parts) >= 2 and parts[0] == "namespaces":
+        parts = parts[2:]
+    return "/".join(parts[:1] + parts[2:3]) or "namespaces"
+
+
 async def load_configuration(context: str | None = None) -> client.Configuration:
     """In-cluster credentials when running in a pod, else the usual kubeconfig."""
     cfg = client.Configuration()
     try:
         config.load_incluster_config(client_configuration=cfg)
     except config.ConfigException:
-        await config.load_kube_config(client_configuration=cfg, context=context)
+        # KUBECONFIG is read now, not when kubernetes_asyncio was imported.
+        await config.load_kube_config(
+            config_file=os.environ.get("KUBECONFIG") or None, client_configuration=cfg, context=context
+        )
     return cfg
 
 
@@ -121,7 +134,7 @@ class Kube:
         finally:
             resp.release()
         if method != "GET":
-            metrics.API_WRITES.labels(method=method).inc()
+            metrics.API_WRITES.labels(method=method, resource=resource_of(path)).inc()
         try:
             data = json.loads(raw) if raw else None
         except ValueError:
@@ -175,7 +188,7 @@ class Kube:
         return await self.request("GET", res.path(), query=query, timeout=120)
 
     async def watch(
-        self, res: Resource, resource_version: str, timeout: int = 300, **query: str
+        self, res: Resource, resource_version: str, timeout: int = 300, namespace: str | None = None, **query: str
     ) -> AsyncIterator[Manifest]:
         """Yield watch events ({type, object}) until the server ends the stream."""
         params = {
@@ -186,7 +199,7 @@ class Kube:
             "timeoutSeconds": str(timeout),
         }
         resp = await self._api.call_api(
-            res.path(),
+            res.path(namespace),
             "GET",
             query_params=list(params.items()),
             header_params={"Accept": "application/json"},

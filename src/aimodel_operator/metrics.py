@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-API_WRITES = Counter("aimodel_operator_api_writes_total", "API write requests sent, by HTTP method.", ["method"])
+API_WRITES = Counter(
+    "aimodel_operator_api_writes_total", "API write requests sent, by HTTP method and resource.", ["method", "resource"]
+)
 RECONCILES = Counter("aimodel_operator_reconciles_total", "Reconciles run, by result.", ["result"])
 RECONCILE_SECONDS = Histogram(
     "aimodel_operator_reconcile_seconds",

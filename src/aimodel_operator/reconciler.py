@@ -129,6 +129,7 @@ class Controller:
         reports that were made.
         """
         informers = [*self.children.values(), self.events]
+        self.recorder.start()
         self._tasks = [asyncio.create_task(i.run(), name=f"informer-{i.resource.kind}") for i in informers]
         await asyncio.gather(*(i.synced.wait() for i in informers))
         self.synced.set()
@@ -145,7 +146,7 @@ class Controller:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.recorder.drain()
+        await self.recorder.stop()
 
     async def _resync(self) -> None:
         while True:
@@ -316,14 +317,17 @@ class Controller:
                 return
             raise
         self._last_status_write[key] = time.monotonic()
+        changed = sorted(k for k in new if (current or {}).get(k) != new[k])
+        log.info("status namespace=%s name=%s state=%s changed=%s", key[0], key[1], new["state"], ",".join(changed))
         self._announce(model, current or {}, new)
         if key in self.models and result:
             self.models[key] = strip(result)
 
     def _announce(self, model: Manifest, before: dict[str, Any], after: dict[str, Any]) -> None:
-        if before.get("state") != after["state"] or (
-            after["state"] == api.State.FAILED and before.get("message") != after["message"]
-        ):
+        # The first status of a new model is no news; a change of state, or a new error, is.
+        new_state = before.get("state") not in (None, after["state"])
+        new_error = after["state"] == api.State.FAILED and before.get("message") != after["message"]
+        if new_state or new_error:
             kind = "Warning" if after["state"] == api.State.FAILED else "Normal"
             self.recorder.event(model, kind, f"State{after['state']}", after["message"])
         old = {c.get("type"): c for c in before.get("conditions") or []}

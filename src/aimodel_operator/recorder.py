@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 
@@ -16,16 +17,37 @@ log = logging.getLogger(__name__)
 
 
 class Recorder:
-    def __init__(self, kube: Kube, instance: str) -> None:
+    """Posts Events from a bounded queue with few senders.
+
+    Events are for humans: they must never delay or fail a reconcile, nor
+    compete with the writes that make models converge. When a burst
+    overflows the queue, the surplus is dropped (and logged).
+    """
+
+    def __init__(self, kube: Kube, instance: str, senders: int = 2, capacity: int = 2000) -> None:
         self.kube = kube
         self.instance = instance
-        self._tasks: set[asyncio.Task] = set()
+        self.senders = senders
+        self._queue: asyncio.Queue[tuple[Manifest, str, str, str]] = asyncio.Queue(capacity)
+        self._tasks: list[asyncio.Task] = []
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._send(), name=f"events-{n}") for n in range(self.senders)]
 
     def event(self, model: Manifest, kind: str, reason: str, message: str) -> None:
-        """Post an Event in the background: it must never delay or fail a reconcile."""
-        task = asyncio.create_task(self._post(model, kind, reason, message))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        try:
+            self._queue.put_nowait((model, kind, reason, message))
+        except asyncio.QueueFull:
+            meta = model["metadata"]
+            log.warning("event dropped namespace=%s name=%s reason=%s", meta["namespace"], meta["name"], reason)
+
+    async def _send(self) -> None:
+        while True:
+            item = await self._queue.get()
+            try:
+                await self._post(*item)
+            finally:
+                self._queue.task_done()
 
     async def _post(self, model: Manifest, kind: str, reason: str, message: str) -> None:
         meta = model["metadata"]
@@ -59,6 +81,11 @@ class Recorder:
                 "event not posted namespace=%s name=%s reason=%s: %s", meta["namespace"], meta["name"], reason, err
             )
 
-    async def drain(self) -> None:
+    async def stop(self, timeout: float = 5) -> None:
+        """Send what is queued (for at most ``timeout``), then stop the senders."""
         if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=5)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._queue.join(), timeout)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

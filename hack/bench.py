@@ -1,0 +1,342 @@
+"""`make bench`: the operator's performance on the local cluster, measured.
+
+Starts a throwaway local cluster in .devcluster-bench/ and the operator as a
+real process, then measures:
+
+- latency from an AIModel's create request to its Deployment existing (p50, p90),
+- latency from a worker's Warning event to the AIModel showing Failed (p50, p90),
+- N AIModels created at once: time until all converged, against the time the
+  same API writes take when sent directly (no operator), and their ratio,
+- API writes per new AIModel (Events for humans counted apart),
+- the operator's resident memory with N AIModels,
+- API writes while nothing changes, and after a restart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from aimodel_operator import builders
+from aimodel_operator.kube import DEPLOYMENTS, EVENTS, Kube, Resource, load_configuration
+from aimodel_operator.reconciler import AIMODELS
+from aimodel_operator.settings import Settings
+from devcluster.cluster import Cluster, free_port
+
+REPO = Path(__file__).resolve().parents[1]
+NAMESPACES = Resource("", "v1", "namespaces", "Namespace", False)
+
+
+def model(name: str, namespace: str, replicas: int) -> dict:
+    return {
+        "apiVersion": "model.youxam.com/v1alpha1",
+        "kind": "AIModel",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"type": "local", "model": "TinyLlama-1.1B", "image": "user/image:tag", "replicas": replicas},
+    }
+
+
+class Operator:
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.proc: subprocess.Popen | None = None
+        self.metrics_port = 0
+
+    def start(self) -> None:
+        health, self.metrics_port = free_port(), free_port()
+        log = open(self.cluster.dir / "operator.log", "ab")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "aimodel_operator",
+                "run",
+                f"--health-port={health}",
+                f"--metrics-port={self.metrics_port}",
+            ],
+            env={**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if urllib.request.urlopen(f"http://127.0.0.1:{health}/healthz", timeout=1).status == 200:
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise SystemExit("operator did not become healthy")
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+            self.proc = None
+
+    def metric(self, prefix: str) -> dict[str, float]:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).read().decode()
+        out = {}
+        for line in text.splitlines():
+            if line.startswith(prefix):
+                name, _, value = line.rpartition(" ")
+                out[name] = float(value)
+        return out
+
+    def writes(self) -> tuple[float, float]:
+        """(writes that make models converge, Events posted)."""
+        rows = self.metric("aimodel_operator_api_writes_total{")
+        events = sum(v for k, v in rows.items() if 'resource="events"' in k)
+        return sum(rows.values()) - events, events
+
+    def reconciled(self) -> float:
+        return self.metric('aimodel_operator_reconciles_total{result="ok"}').get(
+            'aimodel_operator_reconciles_total{result="ok"}', 0
+        )
+
+    def rss_mib(self) -> float:
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+
+async def gather_limited(limit: int, coros) -> list:
+    sem = asyncio.Semaphore(limit)
+
+    async def one(coro):
+        async with sem:
+            return await coro
+
+    return await asyncio.gather(*(one(c) for c in coros))
+
+
+async def namespace(kube: Kube, name: str) -> None:
+    await kube.create(NAMESPACES, None, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+
+
+async def watch_until(
+    kube: Kube, res: Resource, ns: str, done, timeout: float = 600, listed: asyncio.Event | None = None
+) -> None:
+    """Follow ``res`` in ``ns``, calling ``done(type, obj)`` until it returns True; ``listed`` is set once listed."""
+    listing = await kube.request("GET", res.path(ns))
+    if listed is not None:
+        listed.set()
+    for item in listing["items"]:
+        if done("ADDED", item):
+            return
+    rv = listing["metadata"]["resourceVersion"]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        async for event in kube.watch(res, rv, namespace=ns):
+            if event["type"] == "BOOKMARK":
+                rv = event["object"]["metadata"]["resourceVersion"]
+                continue
+            rv = event["object"]["metadata"]["resourceVersion"]
+            if done(event["type"], event["object"]):
+                return
+    raise SystemExit(f"timed out watching {res.plural} in {ns}")
+
+
+async def bare_writes(kube: Kube, n: int, settings: Settings) -> float:
+    """What converging N models costs without an operator: create them, write every child and a status."""
+    ns = "bench-bare"
+    await namespace(kube, ns)
+    start = time.monotonic()
+
+    async def one(i: int) -> None:
+        created = await kube.create(AIMODELS, ns, model(f"m{i}", ns, 0))
+        children = builders.children(created, settings, builders.Capabilities())
+        await asyncio.gather(*(kube.apply(c) for c in children))
+        status = {"state": "Running", "message": "bare", "observedGeneration": 1}
+        body = {
+            "apiVersion": created["apiVersion"],
+            "kind": "AIModel",
+            "metadata": {"name": f"m{i}", "namespace": ns},
+            "status": status,
+        }
+        await kube.apply_to(AIMODELS, body, subresource="status")
+
+    await gather_limited(64, (one(i) for i in range(n)))
+    return time.monotonic() - start
+
+
+async def bulk(kube: Kube, op: Operator, n: int) -> dict:
+    ns = "bench-bulk"
+    await namespace(kube, ns)
+    writes0, events0 = op.writes()
+    converged: set[str] = set()
+    deployments: set[str] = set()
+
+    def on_model(_type: str, obj: dict) -> bool:
+        if (obj.get("status") or {}).get("observedGeneration") == 1:
+            converged.add(obj["metadata"]["name"])
+        return len(converged) >= n and len(deployments) >= n
+
+    def on_deployment(_type: str, obj: dict) -> bool:
+        deployments.add(obj["metadata"]["name"])
+        return len(deployments) >= n
+
+    start = time.monotonic()
+    watch_models = asyncio.create_task(watch_until(kube, AIMODELS, ns, on_model))
+    watch_deps = asyncio.create_task(watch_until(kube, DEPLOYMENTS, ns, on_deployment))
+    await gather_limited(64, (kube.create(AIMODELS, ns, model(f"m{i}", ns, 0)) for i in range(n)))
+    await watch_deps
+    await watch_models
+    elapsed = time.monotonic() - start
+    # Writes are counted once every model is Ready (the Deployment controller has seen its
+    # Deployment) and the operator has been quiet for a while: the whole cost of a new model.
+    ready: set[str] = set()
+
+    def on_ready(_type: str, obj: dict) -> bool:
+        conds = (obj.get("status") or {}).get("conditions") or []
+        if any(c["type"] == "Ready" and c["status"] == "True" for c in conds):
+            ready.add(obj["metadata"]["name"])
+        return len(ready) >= n
+
+    await watch_until(kube, AIMODELS, ns, on_ready)
+    await settle(op)
+    writes, events = op.writes()
+    return {
+        "seconds": elapsed,
+        "writes_per_model": (writes - writes0) / n,
+        "events_per_model": (events - events0) / n,
+        "rss_mib": op.rss_mib(),
+    }
+
+
+async def settle(op: Operator, quiet: float = 3.0, timeout: float = 120) -> None:
+    """Wait until the operator has written nothing for ``quiet`` seconds."""
+    deadline = time.monotonic() + timeout
+    last, since = op.writes(), time.monotonic()
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        now = op.writes()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+
+
+async def latencies(kube: Kube, samples: int) -> dict:
+    ns = "bench-latency"
+    await namespace(kube, ns)
+    create_ms, failed_ms = [], []
+    for i in range(samples):
+        name = f"l{i}"
+        seen = asyncio.Event()
+
+        def has_deployment(_t: str, obj: dict, name=name, seen=seen) -> bool:
+            if obj["metadata"]["name"] == f"{name}-deployment":
+                seen.set()
+            return seen.is_set()
+
+        listed = asyncio.Event()
+        watcher = asyncio.create_task(watch_until(kube, DEPLOYMENTS, ns, has_deployment, 30, listed))
+        await listed.wait()
+        t0 = time.monotonic()
+        await kube.create(AIMODELS, ns, model(name, ns, 1))
+        await watcher
+        create_ms.append((time.monotonic() - t0) * 1000)
+
+        def failed(_t: str, obj: dict, name=name) -> bool:
+            return obj["metadata"]["name"] == name and (obj.get("status") or {}).get("state") == "Failed"
+
+        await watch_until(
+            kube, AIMODELS, ns, lambda _t, o, name=name: o["metadata"]["name"] == name and bool(o.get("status"))
+        )
+        listed = asyncio.Event()
+        watcher = asyncio.create_task(watch_until(kube, AIMODELS, ns, failed, 30, listed))
+        await listed.wait()
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{name}.{time.time_ns():x}", "namespace": ns},
+            "involvedObject": {"kind": "AIModel", "name": name, "namespace": ns},
+            "reason": "GeneralError",
+            "message": "bench",
+            "type": "Warning",
+        }
+        t0 = time.monotonic()
+        await kube.create(EVENTS, ns, event)
+        await watcher
+        failed_ms.append((time.monotonic() - t0) * 1000)
+
+    def pct(values: list[float], p: float) -> float:
+        return statistics.quantiles(values, n=100)[int(p) - 1] if len(values) > 1 else values[0]
+
+    return {
+        "deployment_ms_p50": statistics.median(create_ms),
+        "deployment_ms_p90": pct(create_ms, 90),
+        "failed_ms_p50": statistics.median(failed_ms),
+        "failed_ms_p90": pct(failed_ms, 90),
+    }
+
+
+async def idle_writes(op: Operator, seconds: float) -> dict[str, float]:
+    """Writes (by method and resource) sent during ``seconds`` in which nothing changes."""
+    before = op.metric("aimodel_operator_api_writes_total{")
+    await asyncio.sleep(seconds)
+    after = op.metric("aimodel_operator_api_writes_total{")
+    return {k.split("{", 1)[1].rstrip("}"): v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+
+
+async def run(args: argparse.Namespace) -> dict:
+    cluster = Cluster(REPO / ".devcluster-bench")
+    cluster.up()
+    try:
+        cluster.kubectl("apply", "--server-side", "-f", str(REPO / "config" / "crd" / "bases"))
+        cluster.kubectl("wait", "--for=condition=Established", "crd/aimodels.model.youxam.com")
+        os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
+        kube = Kube(await load_configuration())
+        results: dict = {"models": args.models}
+        op = Operator(cluster)
+        op.start()
+        try:
+            print("latencies ...", flush=True)
+            results.update(await latencies(kube, args.samples))
+            print(f"{args.models} models at once ...", flush=True)
+            bulk_result = await bulk(kube, op, args.models)
+            results.update({f"bulk_{k}": v for k, v in bulk_result.items()})
+            print("idle ...", flush=True)
+            results["idle_writes_10s"] = await idle_writes(op, 10)
+            op.stop()
+            op.start()
+            total = args.models + args.samples
+            deadline = time.monotonic() + 300
+            while op.reconciled() < total and time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+            results["restart_reconciled"] = op.reconciled()
+            results["restart_writes_10s"] = await idle_writes(op, 10)
+            results["restart_rss_mib"] = op.rss_mib()
+        finally:
+            op.stop()
+        # The same writes without the operator (stopped: it would adopt these models).
+        print(f"bare API writes for {args.models} models ...", flush=True)
+        results["bare_seconds"] = await bare_writes(kube, args.models, Settings())
+        results["bulk_ratio"] = results["bulk_seconds"] / results["bare_seconds"]
+        await kube.close()
+    finally:
+        cluster.down()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", type=int, default=1000)
+    parser.add_argument("--samples", type=int, default=30)
+    args = parser.parse_args()
+    results = asyncio.run(run(args))
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
