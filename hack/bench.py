@@ -270,6 +270,16 @@ async def latencies(kube: Kube, samples: int) -> dict:
         await watcher
         failed_ms.append((time.monotonic() - t0) * 1000)
 
+    # Their pods start later; wait for them so that nothing of theirs moves while writes are counted.
+    ready: set[str] = set()
+
+    def all_ready(_t: str, obj: dict) -> bool:
+        if (obj.get("status") or {}).get("readyReplicas") == 1:
+            ready.add(obj["metadata"]["name"])
+        return len(ready) >= samples
+
+    await watch_until(kube, AIMODELS, ns, all_ready)
+
     def pct(values: list[float], p: float) -> float:
         return statistics.quantiles(values, n=100)[int(p) - 1] if len(values) > 1 else values[0]
 

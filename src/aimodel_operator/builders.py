@@ -154,10 +154,13 @@ def _b64(value: str) -> str:
 
 
 def secret_data(model: Manifest, settings: Settings) -> dict[str, str]:
+    """The values only a Secret may carry; empty when there is nothing secret to hold."""
     spec = spec_of(model)
-    data = {SECRET_PULSAR_TOKEN: _b64(settings.pulsar_token)}
-    if "apiKeySecretRef" not in spec:
-        data[SECRET_API_KEY] = _b64(spec.get("apiKey", ""))
+    data = {}
+    if settings.pulsar_token:
+        data[SECRET_PULSAR_TOKEN] = _b64(settings.pulsar_token)
+    if spec.get("apiKey"):
+        data[SECRET_API_KEY] = _b64(spec["apiKey"])
     return data
 
 
@@ -180,10 +183,16 @@ def worker_env(model: Manifest, settings: Settings) -> list[dict[str, Any]]:
     spec = spec_of(model)
     own_secret = secret_name(meta["name"])
     ref = spec.get("apiKeySecretRef")
-    api_key = (
-        _secret_env("API_KEY", ref["name"], ref.get("key", api.DEFAULT_API_KEY_SECRET_KEY))
-        if ref
-        else _secret_env("API_KEY", own_secret, SECRET_API_KEY)
+    if ref:
+        api_key = _secret_env("API_KEY", ref["name"], ref.get("key", api.DEFAULT_API_KEY_SECRET_KEY))
+    elif spec.get("apiKey"):
+        api_key = _secret_env("API_KEY", own_secret, SECRET_API_KEY)
+    else:
+        api_key = _env("API_KEY", "")
+    pulsar_token = (
+        _secret_env("PULSAR_TOKEN", own_secret, SECRET_PULSAR_TOKEN)
+        if settings.pulsar_token
+        else _env("PULSAR_TOKEN", "")
     )
     return [
         _env("NODE_TYPE", spec["type"]),
@@ -194,7 +203,7 @@ def worker_env(model: Manifest, settings: Settings) -> list[dict[str, Any]]:
         _env("AIMODEL_NAME", meta["name"]),
         _env("AIMODEL_NAMESPACE", meta["namespace"]),
         _env("PULSAR_URL", settings.pulsar_url),
-        _secret_env("PULSAR_TOKEN", own_secret, SECRET_PULSAR_TOKEN),
+        pulsar_token,
         _env("RES_TOPIC_NAME", settings.res_topic_name),
         # The pod name lets a worker name itself as the reporting instance of its events.
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
@@ -269,13 +278,11 @@ def trigger_authentication(model: Manifest) -> Manifest:
 
 def children(model: Manifest, settings: Settings, caps: Capabilities) -> list[Manifest]:
     """Every child the AIModel should have right now, in the order they are best created."""
-    out = [
-        service_account(model),
-        role(model),
-        role_binding(model),
-        secret(model, settings),
-        deployment(model, settings, caps),
-    ]
+    out = [service_account(model), role(model), role_binding(model)]
+    # An empty Secret would only be one more object to write and keep.
+    if secret_data(model, settings):
+        out.append(secret(model, settings))
+    out.append(deployment(model, settings, caps))
     if autoscaled(model, settings, caps):
         if settings.pulsar_token:
             out.append(trigger_authentication(model))

@@ -40,7 +40,16 @@ log = logging.getLogger(__name__)
 AIMODELS = Resource(api.GROUP, api.VERSION, api.PLURAL, api.KIND)
 CHILD_RESOURCES = (SERVICE_ACCOUNTS, ROLES, ROLE_BINDINGS, SECRETS, DEPLOYMENTS)
 KEDA_RESOURCES = (SCALED_OBJECTS, TRIGGER_AUTHS)
+# Children that exist only while the spec or the settings need them, with their names.
+OPTIONAL_RESOURCES = (
+    (SECRETS, builders.secret_name),
+    (SCALED_OBJECTS, builders.scaled_object_name),
+    (TRIGGER_AUTHS, builders.trigger_auth_name),
+)
 MANAGED = f"{builders.LABEL_MANAGED_BY}={FIELD_MANAGER}"
+
+# How often a missing apiKeySecretRef Secret is looked for again.
+SECRET_RECHECK_SECONDS = 10.0
 
 # Counters in status (replicas, readyReplicas) are published at most this often.
 STATUS_BATCH_SECONDS = 1.0
@@ -81,6 +90,7 @@ class Controller:
         self.children[SCALED_OBJECTS.kind].on_availability = self._keda_availability
         self.events = Informer(kube, EVENTS, self.intake.handle, tiny, fieldSelector=FIELD_SELECTOR)
         self.synced = asyncio.Event()
+        # When the last status write happened, or the first batch of a new model opened.
         self._last_status_write: dict[Key, float] = {}
         self._failures: dict[Key, int] = {}
         self._tasks: list[asyncio.Task] = []
@@ -226,20 +236,22 @@ class Controller:
         return True
 
     async def _remove_stale(self, model: Manifest, wanted: set[tuple[str, str]]) -> list[str]:
-        """Delete children this AIModel owns but no longer needs (the KEDA objects)."""
+        """Delete children this AIModel owns but no longer needs (its Secret, the KEDA objects)."""
         meta = model["metadata"]
+        ns = meta["namespace"]
         removed = []
-        for res in KEDA_RESOURCES:
+        for res, name_of in OPTIONAL_RESOURCES:
+            name = name_of(meta["name"])
+            if (res.kind, name) in wanted:
+                continue
             informer = self.children[res.kind]
-            for (ns, name), obj in list(informer.store.items()):
-                if ns != meta["namespace"] or (res.kind, name) in wanted:
-                    continue
-                refs = deep_get(obj, "metadata", "ownerReferences", default=[]) or []
-                if not any(r.get("uid") == meta["uid"] and r.get("controller") for r in refs):
-                    continue
-                if await self.kube.delete(res, ns, name, uid=obj["metadata"]["uid"]):
-                    removed.append(f"{res.kind} {name}")
-                informer.forget(ns, name)
+            obj = informer.get(ns, name)
+            refs = deep_get(obj, "metadata", "ownerReferences", default=[]) or []
+            if not any(r.get("uid") == meta["uid"] and r.get("controller") for r in refs):
+                continue
+            if await self.kube.delete(res, ns, name, uid=obj["metadata"]["uid"]):
+                removed.append(f"{res.kind} {name}")
+            informer.forget(ns, name)
         return removed
 
     def _record_changes(self, model: Manifest, applied: list[Manifest], removed: list[str]) -> None:
@@ -286,6 +298,21 @@ class Controller:
             AUTOSCALING, False, ready.get("reason") or "ScaledObjectNotReady", ready.get("message") or "not ready"
         )
 
+    async def _api_key_secret_problem(self, model: Manifest) -> Condition | None:
+        ref = builders.spec_of(model).get("apiKeySecretRef")
+        if not ref:
+            return None
+        ns = model["metadata"]["namespace"]
+        key = ref.get("key", api.DEFAULT_API_KEY_SECRET_KEY)
+        secret = await self.kube.get(SECRETS, ns, ref["name"])
+        if secret is None:
+            message = f'spec.apiKeySecretRef: Secret "{ref["name"]}" does not exist in namespace {ns}'
+        elif key not in (secret.get("data") or {}):
+            message = f'spec.apiKeySecretRef: Secret "{ref["name"]}" has no key "{key}"'
+        else:
+            return None
+        return Condition(status_mod.READY, False, "APIKeySecretNotFound", message)
+
     async def _write_status(self, key: Key, model: Manifest, conflict: ChildConflict | None) -> None:
         meta = model["metadata"]
         deployment = self.children[DEPLOYMENTS.kind].get(meta["namespace"], builders.deployment_name(meta["name"]))
@@ -293,14 +320,22 @@ class Controller:
         autoscaling = self.autoscaling_condition(model)
         if autoscaling is not None:
             extra.append(autoscaling)
+        problem = None
         if conflict is not None:
-            extra.append(Condition("ChildConflict", True, "NameTaken", str(conflict)))
-        new = status_mod.compute(model, self.intake.get(key), deployment, tuple(extra))
+            problem = Condition(status_mod.READY, False, "ChildConflict", str(conflict))
+        else:
+            problem = await self._api_key_secret_problem(model)
+            if problem is not None:
+                # Nothing tells the operator when that Secret appears: look again later.
+                self.queue.add_after(key, SECRET_RECHECK_SECONDS)
+        new = status_mod.compute(model, self.intake.get(key), deployment, tuple(extra), problem=problem)
         current = model.get("status")
         if not status_mod.differs(current, new):
             return
         if not status_mod.urgent(current, new):
-            wait = self._last_status_write.get(key, 0) + STATUS_BATCH_SECONDS - time.monotonic()
+            # A batch opens with the first change seen after the last write.
+            opened = self._last_status_write.setdefault(key, time.monotonic())
+            wait = opened + STATUS_BATCH_SECONDS - time.monotonic()
             if wait > 0:
                 self.queue.add_after(key, wait)
                 return

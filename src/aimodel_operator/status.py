@@ -96,6 +96,7 @@ def compute(
     deployment: Manifest | None,
     extra_conditions: tuple[Condition, ...] = (),
     stamp: str | None = None,
+    problem: Condition | None = None,
 ) -> dict[str, Any]:
     """The status the AIModel should show.
 
@@ -103,19 +104,27 @@ def compute(
     model's resourceVersion at that moment: only reports newer than it (by
     resourceVersion, which orders every write in the cluster) may fail the
     new spec. This survives restarts, when old events are listed again.
+
+    ``problem`` is what the operator found wrong with a Running model (a
+    referenced Secret missing, a child's name taken): it makes Ready False
+    and is the message.
     """
     meta = model["metadata"]
     current = model.get("status") or {}
     generation = _int(meta.get("generation", 1))
+    failure = None
     if current.get("observedGeneration") != generation or not current.get("specResourceVersion"):
         spec_rv = str(meta.get("resourceVersion", "0"))
-        state, message = State.RUNNING.value, running_message(model)
     else:
         spec_rv = current["specResourceVersion"]
-        state = current.get("state") or State.RUNNING.value
-        message = current.get("message") or running_message(model)
+        if current.get("state") == State.FAILED:
+            failure = current.get("message") or ""
     if report is not None and report.resource_version > _int(spec_rv):
-        state, message = State.FAILED.value, report.text
+        failure = report.text
+    if failure is not None:
+        state, message = State.FAILED.value, failure
+    else:
+        state, message = State.RUNNING.value, problem.message if problem else running_message(model)
 
     dep_status = (deployment or {}).get("status") or {}
     replicas = _int(dep_status.get("replicas"))
@@ -124,7 +133,11 @@ def compute(
 
     stamp = stamp or now()
     previous = {c.get("type"): c for c in current.get("conditions") or []}
-    conditions = [ready_condition(state, message, desired, ready, deployment), *extra_conditions]
+    if problem is not None and state == State.RUNNING:
+        ready_cond = problem
+    else:
+        ready_cond = ready_condition(state, message, desired, ready, deployment)
+    conditions = [ready_cond, *extra_conditions]
     return {
         "state": state,
         "message": bound(message),
@@ -141,10 +154,15 @@ def differs(current: dict[str, Any] | None, new: dict[str, Any]) -> bool:
 
 
 def urgent(current: dict[str, Any] | None, new: dict[str, Any]) -> bool:
-    """A change users wait for (state, new generation, a condition flipping), not counters or messages moving."""
+    """A change users wait for (state, new generation, a condition flipping), not counters or messages moving.
+
+    The first status of a new model waits for its batch too, unless it is
+    Failed: by then the Deployment has usually been seen, and one write says
+    what two would have.
+    """
     current = current or {}
     if not current:
-        return True
+        return new["state"] == State.FAILED
     if any(current.get(f) != new.get(f) for f in URGENT_FIELDS):
         return True
     # A condition changing status (e.g. Ready turning True) is what `kubectl wait` waits for.

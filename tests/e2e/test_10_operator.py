@@ -39,13 +39,14 @@ REMOTE_SAMPLE = {
     },
 }
 
-CHILDREN = (
+LOCAL_CHILDREN = (
     ("deployment", "ai-model-sample-deployment"),
     ("serviceaccount", "ai-model-sample-worker"),
     ("role", "ai-model-sample-worker-events"),
     ("rolebinding", "ai-model-sample-worker-events"),
-    ("secret", "ai-model-sample-worker-secrets"),
 )
+# A model with an inline key also has a Secret (a local one has nothing secret to hold).
+CHILDREN = (*LOCAL_CHILDREN, ("secret", "ai-model-sample-worker-secrets"))
 
 
 def model(spec_overrides=None, name="ai-model-sample", base=LOCAL_SAMPLE):
@@ -114,7 +115,8 @@ def test_children_env_ownership_and_rbac(operator, k, namespace):
     k.apply(model({"apiKey": None}))
     wait_for("the Deployment", lambda: k.get("deployment", "ai-model-sample-deployment"))
     aimodel = k.get("aimodel", "ai-model-sample")
-    for kind, name in CHILDREN:
+    assert k.get("secret", "ai-model-sample-worker-secrets") is None
+    for kind, name in LOCAL_CHILDREN:
         obj = wait_for(f"{kind} {name}", lambda kind=kind, name=name: k.get(kind, name))
         refs = obj["metadata"]["ownerReferences"]
         assert refs == [
@@ -138,11 +140,8 @@ def test_children_env_ownership_and_rbac(operator, k, namespace):
     assert env["AIMODEL_NAMESPACE"]["value"] == namespace
     assert env["PULSAR_URL"]["value"] == "pulsar://localhost:6650"
     assert env["RES_TOPIC_NAME"]["value"] == "res-topic"
-    assert env["API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "ai-model-sample-worker-secrets", "key": "API_KEY"}
-    assert env["PULSAR_TOKEN"]["valueFrom"]["secretKeyRef"] == {
-        "name": "ai-model-sample-worker-secrets",
-        "key": "PULSAR_TOKEN",
-    }
+    # Nothing secret to deliver: both present and empty.
+    assert env["API_KEY"] == {"name": "API_KEY"} and env["PULSAR_TOKEN"] == {"name": "PULSAR_TOKEN"}
     assert "PULSAR_ADMIN_URL" not in env
     # The worker's ServiceAccount may create and patch events here, and nothing else.
     sa = f"system:serviceaccount:{namespace}:ai-model-sample-worker"
@@ -162,8 +161,16 @@ def test_remote_model_keeps_key_out_of_the_deployment(operator, k):
     env = env_of(deployment)
     assert env["NODE_TYPE"]["value"] == "remote"
     assert env["API_URL"]["value"] == "https://api.openai.com"
+    assert env["API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "ai-model-sample-worker-secrets", "key": "API_KEY"}
     secret = k.get("secret", "ai-model-sample-worker-secrets")
     assert base64.b64decode(secret["data"]["API_KEY"]).decode() == "xxxxxxx-secret-key"
+    assert "PULSAR_TOKEN" not in secret["data"]
+    # Switching to a key from a Secret of one's own deletes the operator's Secret.
+    k("create", "secret", "generic", "mine", "--from-literal=apiKey=k")
+    spec = {k_: v for k_, v in REMOTE_SAMPLE["spec"].items() if k_ != "apiKey"}
+    k.apply({**REMOTE_SAMPLE, "spec": {**spec, "apiKeySecretRef": {"name": "mine"}}})
+    wait_for("the unneeded Secret deleted", lambda: k.get("secret", "ai-model-sample-worker-secrets") is None)
+    assert k.get("secret", "mine") is not None
 
 
 def test_api_key_secret_ref(operator, k):
@@ -174,8 +181,26 @@ def test_api_key_secret_ref(operator, k):
     k.apply({**REMOTE_SAMPLE, "spec": spec})
     deployment = wait_for("the Deployment", lambda: k.get("deployment", "ai-model-sample-deployment"))
     assert env_of(deployment)["API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "upstream", "key": "token"}
-    secret = k.get("secret", "ai-model-sample-worker-secrets")
-    assert "API_KEY" not in secret["data"]
+    assert k.get("secret", "ai-model-sample-worker-secrets") is None
+    k("wait", "--for=condition=Ready", "aimodel/ai-model-sample", "--timeout=60s")
+
+
+def test_missing_api_key_secret_is_reported_then_found(operator, k):
+    spec = {k_: v for k_, v in REMOTE_SAMPLE["spec"].items() if k_ != "apiKey"}
+    k.apply({**REMOTE_SAMPLE, "spec": {**spec, "apiKeySecretRef": {"name": "later", "key": "token"}}})
+    ready = wait_for(
+        "Ready=False APIKeySecretNotFound",
+        lambda: next((c for c in status(k).get("conditions", []) if c["reason"] == "APIKeySecretNotFound"), None),
+    )
+    assert ready["type"] == "Ready" and ready["status"] == "False"
+    assert 'spec.apiKeySecretRef: Secret "later" does not exist' in status(k)["message"]
+    assert status(k)["state"] == "Running"
+    k("create", "secret", "generic", "later", "--from-literal=other=x")
+    wait_for("the missing key reported", lambda: 'has no key "token"' in status(k).get("message", ""), timeout=40)
+    k("create", "secret", "generic", "later2", "--from-literal=token=x")
+    k("patch", "aimodel", "ai-model-sample", "--type=merge", "-p", '{"spec":{"apiKeySecretRef":{"name":"later2"}}}')
+    k("wait", "--for=condition=Ready", "aimodel/ai-model-sample", "--timeout=60s")
+    assert status(k)["message"] == "Deployment ai-model-sample-deployment is up to date"
 
 
 REFUSALS = [
@@ -324,7 +349,7 @@ def test_event_flood_does_not_flood_status_writes(operator, k, namespace):
 
 
 def test_drift_is_repaired(operator, k):
-    k.apply(LOCAL_SAMPLE)
+    k.apply(REMOTE_SAMPLE)
     deployment = wait_for("the Deployment", lambda: k.get("deployment", "ai-model-sample-deployment"))
     k("scale", "deployment", "ai-model-sample-deployment", "--replicas=1")
     wait_for(
@@ -334,9 +359,7 @@ def test_drift_is_repaired(operator, k):
     k("set", "env", "deployment/ai-model-sample-deployment", "MODEL_NAME=hacked")
     wait_for(
         "env restored",
-        lambda: (
-            env_of(k.get("deployment", "ai-model-sample-deployment"))["MODEL_NAME"].get("value") == "TinyLlama-1.1B"
-        ),
+        lambda: env_of(k.get("deployment", "ai-model-sample-deployment"))["MODEL_NAME"].get("value") == "gpt-3.5-turbo",
     )
     for kind, name in CHILDREN:
         uid = k.get(kind, name)["metadata"]["uid"]
@@ -356,7 +379,7 @@ def test_drift_is_repaired(operator, k):
 
 
 def test_deleting_the_aimodel_collects_every_child(operator, k):
-    k.apply(LOCAL_SAMPLE)
+    k.apply(REMOTE_SAMPLE)
     for kind, name in CHILDREN:
         wait_for(f"{kind} {name}", lambda kind=kind, name=name: k.get(kind, name))
     k("delete", "aimodel", "ai-model-sample")
@@ -370,10 +393,12 @@ def test_foreign_object_with_a_child_name_is_not_taken_over(operator, k):
     k("create", "deployment", "ai-model-sample-deployment", "--image=someone/else:1", "--replicas=1")
     k.apply(LOCAL_SAMPLE)
     cond = wait_for(
-        "a ChildConflict condition",
-        lambda: next((c for c in status(k).get("conditions", []) if c["type"] == "ChildConflict"), None),
+        "Ready=False ChildConflict",
+        lambda: next((c for c in status(k).get("conditions", []) if c["reason"] == "ChildConflict"), None),
     )
+    assert cond["type"] == "Ready" and cond["status"] == "False"
     assert "Deployment ai-model-sample-deployment already exists" in cond["message"]
+    assert "Deployment ai-model-sample-deployment already exists" in status(k)["message"]
     dep = k.get("deployment", "ai-model-sample-deployment")
     assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == "someone/else:1"
     assert not dep["metadata"].get("ownerReferences")

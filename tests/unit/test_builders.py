@@ -85,13 +85,21 @@ def _kinds(children: list[dict]) -> list[tuple[str, str]]:
     return [(c["kind"], c["metadata"]["name"]) for c in children]
 
 
+OWN_SECRET = "ai-model-sample-worker-secrets"
+SECRET_CHILD = ("Secret", OWN_SECRET)
+# Without anything secret to hold there is no Secret at all.
 BASE_CHILDREN = [
     ("ServiceAccount", "ai-model-sample-worker"),
     ("Role", "ai-model-sample-worker-events"),
     ("RoleBinding", "ai-model-sample-worker-events"),
-    ("Secret", "ai-model-sample-worker-secrets"),
     ("Deployment", "ai-model-sample-deployment"),
 ]
+# With an inline apiKey or an operator token the Secret comes right before the Deployment.
+SECRET_CHILDREN = [*BASE_CHILDREN[:3], SECRET_CHILD, BASE_CHILDREN[3]]
+
+
+def own_secret_env(var: str, key: str) -> dict:
+    return {"name": var, "valueFrom": {"secretKeyRef": {"name": OWN_SECRET, "key": key}}}
 
 
 # --- names and metadata ---------------------------------------------------------------------------------------------
@@ -182,22 +190,25 @@ def test_local_env_exact():
         "NODE_TYPE": "local",
         "MODEL_NAME": "TinyLlama-1.1B",
         "API_URL": None,  # empty: the API server would drop "value": ""
+        "API_KEY": None,  # nothing secret: plain and empty, no Secret to refer to
         "MAX_PROCESS_NUM": "256",
         "AIMODEL_NAME": "ai-model-sample",
         "AIMODEL_NAMESPACE": "default",
         "PULSAR_URL": "pulsar://localhost:6650",
+        "PULSAR_TOKEN": None,  # the operator has no token
         "RES_TOPIC_NAME": "res-topic",
     }
     assert env["API_URL"] == {"name": "API_URL"}
-    assert env["API_KEY"] == {
-        "name": "API_KEY",
-        "valueFrom": {"secretKeyRef": {"name": "ai-model-sample-worker-secrets", "key": "API_KEY"}},
-    }
-    assert env["PULSAR_TOKEN"] == {
-        "name": "PULSAR_TOKEN",
-        "valueFrom": {"secretKeyRef": {"name": "ai-model-sample-worker-secrets", "key": "PULSAR_TOKEN"}},
-    }
+    assert env["API_KEY"] == {"name": "API_KEY"}
+    assert env["PULSAR_TOKEN"] == {"name": "PULSAR_TOKEN"}
     assert env["POD_NAME"] == {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+
+
+def test_local_env_with_token():
+    env = env_of(builders.deployment(local(), Settings(pulsar_token="tok"), NO_KEDA))
+    assert list(env) == ENV_NAMES
+    assert env["API_KEY"] == {"name": "API_KEY"}
+    assert env["PULSAR_TOKEN"] == own_secret_env("PULSAR_TOKEN", "PULSAR_TOKEN")
 
 
 def test_remote_env_exact():
@@ -211,9 +222,26 @@ def test_remote_env_exact():
         "AIMODEL_NAME": "ai-model-sample",
         "AIMODEL_NAMESPACE": "default",
         "PULSAR_URL": "pulsar://localhost:6650",
+        "PULSAR_TOKEN": None,
         "RES_TOPIC_NAME": "res-topic",
     }
-    assert env["API_KEY"]["valueFrom"] == {"secretKeyRef": {"name": "ai-model-sample-worker-secrets", "key": "API_KEY"}}
+    assert env["API_KEY"] == own_secret_env("API_KEY", "API_KEY")
+    assert env["PULSAR_TOKEN"] == {"name": "PULSAR_TOKEN"}
+
+
+def test_remote_env_with_token():
+    env = env_of(builders.deployment(remote(), Settings(pulsar_token="tok"), NO_KEDA))
+    assert list(env) == ENV_NAMES
+    assert env["API_KEY"] == own_secret_env("API_KEY", "API_KEY")
+    assert env["PULSAR_TOKEN"] == own_secret_env("PULSAR_TOKEN", "PULSAR_TOKEN")
+
+
+def test_empty_inline_api_key_counts_as_unset():
+    m = remote(apiKey="")
+    env = env_of(builders.deployment(m, Settings(), NO_KEDA))
+    assert env["API_KEY"] == {"name": "API_KEY"}
+    assert builders.secret_data(m, Settings()) == {}
+    assert SECRET_CHILD not in _kinds(builders.children(m, Settings(), NO_KEDA))
 
 
 def test_env_defaults_when_unset():
@@ -232,7 +260,7 @@ def test_env_from_operator_settings():
     env = env_of(dep)
     assert env["PULSAR_URL"]["value"] == "pulsar://broker:6650"
     assert env["RES_TOPIC_NAME"]["value"] == "results"
-    assert "value" not in env["PULSAR_TOKEN"]
+    assert env["PULSAR_TOKEN"] == own_secret_env("PULSAR_TOKEN", "PULSAR_TOKEN")
     text = json.dumps(dep)
     # The admin URL configures the operator only; the token only reaches pods through the Secret.
     assert "PULSAR_ADMIN_URL" not in env
@@ -255,14 +283,23 @@ def test_settings_defaults():
     )
 
 
-def test_api_key_never_in_plain_text_in_deployment():
-    dep = builders.deployment(remote(), Settings(), NO_KEDA)
-    assert "xxxxxxx" not in json.dumps(dep)
-    assert b64("xxxxxxx") not in json.dumps(dep)
+@pytest.mark.parametrize("token", ["", "tok-123"], ids=["no-token", "token"])
+def test_api_key_never_in_plain_text_in_deployment(token):
+    dep = builders.deployment(remote(), Settings(pulsar_token=token), NO_KEDA)
+    text = json.dumps(dep)
+    assert "xxxxxxx" not in text
+    assert b64("xxxxxxx") not in text
+    if token:
+        assert token not in text
+        assert b64(token) not in text
+    secret_vars = {"API_KEY", "PULSAR_TOKEN"} if token else {"API_KEY"}
     for e in container(dep)["env"]:
-        if e["name"] in ("API_KEY", "PULSAR_TOKEN"):
+        if e["name"] in secret_vars:
             assert set(e) == {"name", "valueFrom"}
             assert set(e["valueFrom"]) == {"secretKeyRef"}
+            assert e["valueFrom"]["secretKeyRef"]["name"] == OWN_SECRET
+        elif e["name"] == "PULSAR_TOKEN":
+            assert e == {"name": "PULSAR_TOKEN"}
 
 
 def test_api_key_secret_ref():
@@ -271,11 +308,23 @@ def test_api_key_secret_ref():
     m["spec"]["apiKeySecretRef"] = {"name": "openai", "key": "token"}
     env = env_of(builders.deployment(m, Settings(), NO_KEDA))
     assert env["API_KEY"] == {"name": "API_KEY", "valueFrom": {"secretKeyRef": {"name": "openai", "key": "token"}}}
-    # The token still comes from the own Secret.
-    assert env["PULSAR_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "ai-model-sample-worker-secrets"
-    sec = builders.secret(m, Settings())
-    assert sec["data"] == {"PULSAR_TOKEN": ""}
-    assert "API_KEY" not in sec["data"]
+    assert env["PULSAR_TOKEN"] == {"name": "PULSAR_TOKEN"}
+    # The key lives in the user's Secret: without a token there is nothing for an own Secret.
+    assert builders.secret_data(m, Settings()) == {}
+    assert _kinds(builders.children(m, Settings(), NO_KEDA)) == BASE_CHILDREN
+
+
+def test_api_key_secret_ref_with_token():
+    m = remote()
+    del m["spec"]["apiKey"]
+    m["spec"]["apiKeySecretRef"] = {"name": "openai", "key": "token"}
+    settings = Settings(pulsar_token="tok")
+    env = env_of(builders.deployment(m, settings, NO_KEDA))
+    assert env["API_KEY"] == {"name": "API_KEY", "valueFrom": {"secretKeyRef": {"name": "openai", "key": "token"}}}
+    # The token still comes from the own Secret, which holds only the token.
+    assert env["PULSAR_TOKEN"] == own_secret_env("PULSAR_TOKEN", "PULSAR_TOKEN")
+    assert builders.secret(m, settings)["data"] == {"PULSAR_TOKEN": b64("tok")}
+    assert _kinds(builders.children(m, settings, NO_KEDA)) == SECRET_CHILDREN
 
 
 def test_api_key_secret_ref_default_key():
@@ -324,8 +373,36 @@ def test_secret_is_base64():
     assert "stringData" not in sec
 
 
-def test_secret_local_has_empty_values():
-    assert builders.secret(local(), Settings())["data"] == {"API_KEY": "", "PULSAR_TOKEN": ""}
+def test_local_without_token_has_no_secret():
+    assert builders.secret_data(local(), Settings()) == {}
+    kids = builders.children(local(), Settings(), NO_KEDA)
+    assert SECRET_CHILD not in _kinds(kids)
+    assert [c for c in kids if c["kind"] == "Secret"] == []
+
+
+def test_local_with_token_secret_holds_only_pulsar_token():
+    settings = Settings(pulsar_token="tok")
+    assert builders.secret_data(local(), settings) == {"PULSAR_TOKEN": b64("tok")}
+    kids = builders.children(local(), settings, NO_KEDA)
+    assert _kinds(kids) == SECRET_CHILDREN
+    assert kids[3] == builders.secret(local(), settings)
+    assert kids[3]["data"] == {"PULSAR_TOKEN": b64("tok")}
+
+
+def test_remote_without_token_secret_holds_only_api_key():
+    assert builders.secret_data(remote(), Settings()) == {"API_KEY": b64("xxxxxxx")}
+    kids = builders.children(remote(), Settings(), NO_KEDA)
+    assert _kinds(kids) == SECRET_CHILDREN
+    assert kids[3]["data"] == {"API_KEY": b64("xxxxxxx")}
+
+
+def test_remote_inline_api_key_with_token_secret_has_both_keys():
+    settings = Settings(pulsar_token="tok")
+    assert builders.secret_data(remote(), settings) == {"API_KEY": b64("xxxxxxx"), "PULSAR_TOKEN": b64("tok")}
+    kids = builders.children(remote(), settings, NO_KEDA)
+    assert _kinds(kids) == SECRET_CHILDREN
+    assert kids[3] == builders.secret(remote(), settings)
+    assert kids[3]["data"] == {"API_KEY": b64("xxxxxxx"), "PULSAR_TOKEN": b64("tok")}
 
 
 def test_service_account():
@@ -431,8 +508,14 @@ def test_scaled_object_without_token_has_no_auth():
 def test_children_local():
     kids = builders.children(local(), Settings(), NO_KEDA)
     assert _kinds(kids) == BASE_CHILDREN
-    assert kids[4] == builders.deployment(local(), Settings(), NO_KEDA)
-    assert kids[3] == builders.secret(local(), Settings())
+    assert kids[3] == builders.deployment(local(), Settings(), NO_KEDA)
+
+
+def test_children_remote():
+    kids = builders.children(remote(), Settings(), NO_KEDA)
+    assert _kinds(kids) == SECRET_CHILDREN
+    assert kids[3] == builders.secret(remote(), Settings())
+    assert kids[4] == builders.deployment(remote(), Settings(), NO_KEDA)
 
 
 def test_children_threshold_without_keda():
@@ -444,20 +527,22 @@ def test_children_autoscaled_without_token():
     settings = Settings(pulsar_admin_url=ADMIN)
     kids = builders.children(keda_local(), settings, KEDA)
     assert _kinds(kids) == [*BASE_CHILDREN, ("ScaledObject", "ai-model-sample-scaledobject")]
-    assert "replicas" not in kids[4]["spec"]
-    assert kids[5] == builders.scaled_object(keda_local(), settings)
+    assert "replicas" not in kids[3]["spec"]
+    assert kids[4] == builders.scaled_object(keda_local(), settings)
 
 
 def test_children_autoscaled_with_token():
     settings = Settings(pulsar_admin_url=ADMIN, pulsar_token="tok")
     kids = builders.children(keda_local(), settings, KEDA)
     assert _kinds(kids) == [
-        *BASE_CHILDREN,
+        *SECRET_CHILDREN,
         ("TriggerAuthentication", "ai-model-sample-pulsar-auth"),
         ("ScaledObject", "ai-model-sample-scaledobject"),
     ]
     assert kids[5] == builders.trigger_authentication(keda_local())
-    assert kids[3]["data"]["PULSAR_TOKEN"] == b64("tok")
+    # The TriggerAuthentication refers to the own Secret's token key, which exists.
+    assert kids[3]["data"] == {"PULSAR_TOKEN": b64("tok")}
+    assert "replicas" not in kids[4]["spec"]
 
 
 # --- hashes and purity ----------------------------------------------------------------------------------------------
@@ -500,7 +585,12 @@ def test_secret_hash_annotation_follows_api_key():
         return dep["spec"]["template"]["metadata"]["annotations"][builders.ANNOTATION_SECRET_HASH]
 
     before = secret_hash(remote())
+    assert before == builders.content_hash({"API_KEY": b64("xxxxxxx")})
     assert secret_hash(remote()) == before
+    # Nothing secret: the hash of the empty data, and a token changes it.
+    assert secret_hash(local()) == builders.content_hash({})
+    assert secret_hash(local(), Settings(pulsar_token="t")) == builders.content_hash({"PULSAR_TOKEN": b64("t")})
+    assert secret_hash(local(), Settings(pulsar_token="t")) != secret_hash(local())
     assert secret_hash(remote(apiKey="yyyyyyy")) != before
     assert secret_hash(remote(), Settings(pulsar_token="t")) != before
     dep_a = builders.deployment(remote(), Settings(), NO_KEDA)

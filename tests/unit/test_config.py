@@ -29,6 +29,8 @@ MANAGER_RULES = {
     ("model.youxam.com", "aimodels/finalizers", "update"),
     *(("apps", "deployments", v) for v in ("list", "watch", "create", "patch")),
     *(("", r, v) for r in ("serviceaccounts", "secrets", "events") for v in ("list", "watch", "create", "patch")),
+    ("", "secrets", "get"),
+    ("", "secrets", "delete"),
     *(
         ("rbac.authorization.k8s.io", r, v)
         for r in ("roles", "rolebindings")

@@ -232,8 +232,10 @@ def test_extra_conditions():
 
 def test_urgent():
     base = compute(model(), None, deployment(3, 1), stamp=T1)
-    assert urgent(None, base) is True
-    assert urgent({}, base) is True
+    # A new model's first status is batched, unless it already failed.
+    assert urgent(None, base) is False
+    assert urgent({}, base) is False
+    assert urgent({}, compute(model(), CONFIG_ERROR, deployment(3, 1), stamp=T1)) is True
     assert urgent(base, copy.deepcopy(base)) is False
 
     # State change.
