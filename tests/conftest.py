@@ -101,7 +101,7 @@ def operator(operator_process):
     return operator_process
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def keda(cluster):
     """The real KEDA operator and its CRDs on the test cluster (built on first use)."""
     _, local = cluster
@@ -109,6 +109,6 @@ def keda(cluster):
         return True
     from devcluster import keda as keda_mod
 
-    if "keda" not in {c.name for c in local.components() if local.alive(c)}:
+    if not keda_mod.running(local):
         keda_mod.start(local)
     return True

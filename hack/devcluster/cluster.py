@@ -390,6 +390,16 @@ class Cluster:
             if not quiet:
                 _log("no cluster is running")
             return
+        self._stop(comps, quiet)
+        if not quiet:
+            _log(f"stopped {len(comps)} processes")
+
+    def stop_component(self, name: str) -> None:
+        """Stop one process of the cluster (e.g. KEDA) and forget it."""
+        self._stop([c for c in self.components() if c.name == name], quiet=True)
+
+    def _stop(self, comps: list[Component], quiet: bool) -> None:
+        """SIGTERM in reverse start order, SIGKILL what is left after 15 s; then forget them."""
         for comp in reversed(comps):
             if not self.alive(comp):
                 if not quiet:
@@ -402,16 +412,18 @@ class Cluster:
             while self.alive(comp) and time.monotonic() < deadline:
                 time.sleep(0.1)
             if self.alive(comp):
-                os.killpg(comp.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(comp.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while any(self.alive(c) for c in comps) and time.monotonic() < deadline:
+            time.sleep(0.1)
         survivors = [c for c in comps if self.alive(c)]
-        time.sleep(0)
         if survivors:
             raise ClusterError(f"could not stop: {', '.join(f'{c.name}({c.pid})' for c in survivors)}")
+        stopped = {c.pid for c in comps}
         state = self._load()
-        state["components"] = []
+        state["components"] = [c for c in state.get("components", []) if c["pid"] not in stopped]
         self._save(state)
-        if not quiet:
-            _log(f"stopped {len(comps)} processes")
 
     def status(self) -> int:
         comps = self.components()

@@ -76,6 +76,17 @@ def install_crds(cluster: Cluster) -> None:
     cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/scaledobjects.keda.sh")
 
 
+def uninstall(cluster: Cluster) -> None:
+    """Stop KEDA and remove its CRDs (and with them every ScaledObject): a cluster without KEDA."""
+    cluster.stop_component("keda")
+    for path in sorted(crds_dir().glob("*.yaml")):
+        cluster.kubectl("delete", "--ignore-not-found", "--wait=true", "-f", str(path))
+
+
+def running(cluster: Cluster) -> bool:
+    return any(c.name == "keda" and cluster.alive(c) for c in cluster.components())
+
+
 def start(cluster: Cluster) -> None:
     build_keda()
     build._log("starting KEDA")

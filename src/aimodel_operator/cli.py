@@ -58,8 +58,10 @@ def run(args: argparse.Namespace) -> int:
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN,
         log_prefix=False,
     )
-    # kopf logs every handler call at INFO; the operator logs what it does itself.
-    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    # kopf logs every handler call and probe at INFO, aiohttp every /healthz request;
+    # the operator logs what it does itself and is quiet when nothing happens.
+    for name in ("kopf.objects", "kopf.activities.probe", "aiohttp.access"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     instance = os.environ.get("POD_NAME") or socket.gethostname()
     stop = asyncio.Event()
     exit_code = 0

@@ -23,9 +23,8 @@ log = logging.getLogger(__name__)
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # kopf's own Kubernetes events describe kopf's handlers, not the AIModels.
     settings.posting.enabled = False
-    # The operator watches the AIModel kind directly; scanning for CRDs and
-    # namespaces would only need more RBAC.
-    settings.scanning.disabled = True
+    # kopf's scanning of CRDs stays on: an operator started before its CRD was
+    # installed begins serving AIModels as soon as it appears.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     cfg = await load_configuration()

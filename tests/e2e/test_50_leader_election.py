@@ -28,7 +28,8 @@ def test_only_the_leader_acts_and_the_other_takes_over(operator_process, kubecon
             proc.start({"POD_NAME": name}, extra_args=("--leader-elect", f"--leader-election-namespace={namespace}"))
             replicas[name] = proc
         holder = wait_for(
-            "a leader", lambda: ((k.get("lease", "aimodel-operator-leader") or {}).get("spec") or {}).get("holderIdentity")
+            "a leader",
+            lambda: ((k.get("lease", "aimodel-operator-leader") or {}).get("spec") or {}).get("holderIdentity"),
         )
         leader, follower = replicas[holder], replicas[next(n for n in replicas if n != holder)]
 

@@ -30,6 +30,8 @@ MANAGER_RULES = {
     *(("apps", "deployments", v) for v in ("list", "watch", "create", "patch")),
     *(("", r, v) for r in ("serviceaccounts", "secrets", "events") for v in ("list", "watch", "create", "patch")),
     ("", "secrets", "get"),
+    ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
+    ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
     ("", "secrets", "delete"),
     *(
         ("rbac.authorization.k8s.io", r, v)
