@@ -48,6 +48,9 @@ OPTIONAL_RESOURCES = (
 )
 MANAGED = f"{builders.LABEL_MANAGED_BY}={FIELD_MANAGER}"
 
+# Kinds applied once the others are: a RoleBinding is checked against its Role.
+AFTER_OTHERS = frozenset({"RoleBinding"})
+
 # How often a missing apiKeySecretRef Secret is looked for again.
 SECRET_RECHECK_SECONDS = 10.0
 
@@ -201,9 +204,15 @@ class Controller:
             return
         caps = self.caps
         desired = builders.children(model, self.settings, caps)
-        results = await asyncio.gather(*(self._ensure(model, child) for child in desired), return_exceptions=True)
-        applied = [child for child, res in zip(desired, results, strict=True) if res is True]
-        errors = [res for res in results if isinstance(res, BaseException)]
+        # Children are applied concurrently, except those that need another to exist first:
+        # the API server checks a RoleBinding against its Role (RBAC escalation check).
+        results: dict[int, Any] = {}
+        for stage in (False, True):
+            batch = [(i, c) for i, c in enumerate(desired) if (c["kind"] in AFTER_OTHERS) == stage]
+            done = await asyncio.gather(*(self._ensure(model, c) for _, c in batch), return_exceptions=True)
+            results.update((i, res) for (i, _), res in zip(batch, done, strict=True))
+        applied = [child for i, child in enumerate(desired) if results[i] is True]
+        errors = [res for res in results.values() if isinstance(res, BaseException)]
         removed = await self._remove_stale(model, {(c["kind"], c["metadata"]["name"]) for c in desired})
         if applied or removed:
             self._record_changes(model, applied, removed)
