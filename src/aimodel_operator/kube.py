@@ -72,7 +72,6 @@ SECRETS = Resource("", "v1", "secrets", "Secret")
 EVENTS = Resource("", "v1", "events", "Event")
 SCALED_OBJECTS = Resource("keda.sh", "v1alpha1", "scaledobjects", "ScaledObject")
 TRIGGER_AUTHS = Resource("keda.sh", "v1alpha1", "triggerauthentications", "TriggerAuthentication")
-CRDS = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False)
 LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
 
 BY_KIND = {

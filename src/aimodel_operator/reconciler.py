@@ -48,6 +48,9 @@ OPTIONAL_RESOURCES = (
 )
 MANAGED = f"{builders.LABEL_MANAGED_BY}={FIELD_MANAGER}"
 
+# Ready reasons that mean the operator found something wrong with the AIModel.
+PROBLEM_REASONS = frozenset({"ChildConflict", "APIKeySecretNotFound"})
+
 # Kinds applied once the others are: a RoleBinding is checked against its Role.
 AFTER_OTHERS = frozenset({"RoleBinding"})
 
@@ -376,6 +379,11 @@ class Controller:
             self.recorder.event(model, kind, f"State{after['state']}", after["message"])
         old = {c.get("type"): c for c in before.get("conditions") or []}
         for cond in after["conditions"]:
-            if cond["type"] == AUTOSCALING and (old.get(AUTOSCALING) or {}).get("reason") != cond["reason"]:
+            if (old.get(cond["type"]) or {}).get("reason") == cond["reason"]:
+                continue
+            if cond["type"] == AUTOSCALING:
                 kind = "Normal" if cond["status"] == "True" else "Warning"
                 self.recorder.event(model, kind, f"Autoscaling{cond['reason']}", cond["message"])
+            elif cond["reason"] in PROBLEM_REASONS:
+                # What the operator refuses to do, or cannot, is said where users look.
+                self.recorder.event(model, "Warning", cond["reason"], cond["message"])

@@ -195,6 +195,13 @@ def test_missing_api_key_secret_is_reported_then_found(operator, k):
     assert ready["type"] == "Ready" and ready["status"] == "False"
     assert 'spec.apiKeySecretRef: Secret "later" does not exist' in status(k)["message"]
     assert status(k)["state"] == "Running"
+    wait_for(
+        "a Warning event naming the field",
+        lambda: any(
+            e["reason"] == "APIKeySecretNotFound" and "spec.apiKeySecretRef" in e["message"]
+            for e in k.json("get", "events", "--field-selector=involvedObject.name=ai-model-sample")["items"]
+        ),
+    )
     k("create", "secret", "generic", "later", "--from-literal=other=x")
     wait_for("the missing key reported", lambda: 'has no key "token"' in status(k).get("message", ""), timeout=40)
     k("create", "secret", "generic", "later2", "--from-literal=token=x")
