@@ -101,6 +101,11 @@ class Operator:
             'aimodel_operator_reconciles_total{result="ok"}', 0
         )
 
+    def cpu_seconds(self) -> float:
+        assert self.proc is not None
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def rss_mib(self) -> float:
         assert self.proc is not None
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -173,6 +178,7 @@ async def bulk(kube: Kube, op: Operator, n: int) -> dict:
     ns = "bench-bulk"
     await namespace(kube, ns)
     writes0, events0 = op.writes()
+    cpu0 = op.cpu_seconds()
     converged: set[str] = set()
     deployments: set[str] = set()
 
@@ -192,6 +198,7 @@ async def bulk(kube: Kube, op: Operator, n: int) -> dict:
     await watch_deps
     await watch_models
     elapsed = time.monotonic() - start
+    cpu = op.cpu_seconds() - cpu0
     # Writes are counted once every model is Ready (the Deployment controller has seen its
     # Deployment) and the operator has been quiet for a while: the whole cost of a new model.
     ready: set[str] = set()
@@ -207,6 +214,7 @@ async def bulk(kube: Kube, op: Operator, n: int) -> dict:
     writes, events = op.writes()
     return {
         "seconds": elapsed,
+        "operator_cpu_seconds": cpu,
         "writes_per_model": (writes - writes0) / n,
         "events_per_model": (events - events0) / n,
         "rss_mib": op.rss_mib(),

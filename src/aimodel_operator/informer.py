@@ -85,7 +85,9 @@ class Informer:
             self.store.pop(key, None)
         else:
             current = self.store.get(key)
-            if current is not None and current[0] > rv_int(obj):
+            # Not newer than what we hold: the echo of our own write (remembered from its
+            # response) or a stale event. Nothing to store, nothing to react to.
+            if current is not None and current[0] >= rv_int(obj):
                 return
             self._put(key, obj)
         if self.handler:
