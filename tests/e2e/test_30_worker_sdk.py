@@ -104,3 +104,64 @@ def test_a_worker_cannot_touch_another_namespace(operator, k, kubectl, namespace
         assert state(kb)[0] == "Running"
     finally:
         kubectl("delete", "namespace", other, "--wait=false")
+
+
+def test_the_test_worker_reports_over_http(operator, k, api_server, tmp_path):
+    """worker/test_worker.py run like a pod: the Deployment's env, the model's token, an error asked over HTTP."""
+    import os
+    import subprocess
+    import sys
+    import urllib.parse
+    import urllib.request
+
+    from devcluster.cluster import free_port
+    from kube_helpers import REPO
+
+    k.apply(SAMPLE)
+    deployment = wait_for("the Deployment", lambda: k.get("deployment", "ai-model-sample-deployment"))
+    pod = deployment["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value", "") for e in pod["containers"][0]["env"] if "valueFrom" not in e}
+    server, ca = api_server
+    kubeconfig = tmp_path / "worker-kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": server, "certificate-authority": ca}}],
+                "users": [{"name": "w", "user": {"token": k.create_token(pod["serviceAccountName"])}}],
+                "contexts": [{"name": "w", "context": {"cluster": "c", "user": "w"}}],
+                "current-context": "w",
+            }
+        )
+    )
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "worker" / "test_worker.py"), "--host", "127.0.0.1", "--port", str(port)],
+        env={"PATH": os.environ["PATH"], "KUBECONFIG": str(kubeconfig), "API_KEY": "sk-very-secret", **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+    def healthy() -> bool:
+        assert proc.poll() is None, "the test worker exited"
+        try:
+            return urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2).status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_for("the worker's /healthz", healthy)
+        query = urllib.parse.urlencode({"reason": "ConfigurationError", "message": 'Local model "x" is not supported.'})
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/?{query}", timeout=30) as resp:
+            answer = json.loads(resp.read())
+        assert answer["reported"] is True and answer["event"]
+        wait_for(
+            "Failed through the test worker",
+            lambda: state(k) == ("Failed", 'ConfigurationError: Local model "x" is not supported.'),
+        )
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=10)
+    assert "AIMODEL_NAME=ai-model-sample" in out and "sk-very-secret" not in out
