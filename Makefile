@@ -56,7 +56,7 @@ test: setup lint ## The whole suite: lint, unit, and end-to-end tests on a local
 ##@ Local cluster (etcd, kube-apiserver, controller-manager, scheduler, kwok as local processes)
 
 .PHONY: cluster-up
-cluster-up: setup ## Start the local cluster in .devcluster/ (KEDA=1 adds KEDA); builds on first use.
+cluster-up: setup ## Start the local cluster in .devcluster/ (KEDA=1 adds KEDA, PULSAR=1 Pulsar); builds on first use.
 	$(DEVCLUSTER) up
 
 .PHONY: cluster-down

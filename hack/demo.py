@@ -16,7 +16,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from devcluster import keda
+from devcluster import keda, pulsar
 from devcluster.cluster import Cluster, ClusterError, free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,7 +60,11 @@ def start_operator(cluster: Cluster) -> None:
             f"--health-port={health}",
             f"--metrics-port={free_port()}",
         ],
-        env={"KUBECONFIG": str(cluster.kubeconfig), "PULSAR_ADMIN_URL": "http://127.0.0.1:8080"},
+        env={
+            "KUBECONFIG": str(cluster.kubeconfig),
+            "PULSAR_ADMIN_URL": pulsar.admin_url(cluster),
+            "PULSAR_URL": cluster._load()["pulsar_url"],
+        },
     )
     cluster._wait(
         "the operator's /healthz",
@@ -101,8 +105,8 @@ def report_as_worker(cluster: Cluster, name: str, reason: str, message: str) -> 
 
 def main() -> None:
     cluster = Cluster()
-    step("Local cluster (etcd, kube-apiserver, controller-manager, scheduler, kwok nodes, KEDA)")
-    cluster.up(keda=True)
+    step("Local cluster (etcd, kube-apiserver, controller-manager, scheduler, kwok nodes, KEDA, Pulsar)")
+    cluster.up(keda=True, pulsar=True)
     step("Installing the AIModel CRD")
     show(cluster, "apply", "--server-side", "-f", str(REPO / "config" / "crd" / "bases"))
     cluster.kubectl("wait", "--for=condition=Established", "crd/aimodels.model.youxam.com", "--timeout=60s")
@@ -135,20 +139,25 @@ def main() -> None:
     show(cluster, "get", "aimodel")
 
     step("KEDA: a model that scales on its Pulsar backlog")
+    admin = pulsar.admin_url(cluster)
+    topic, subscription = "persistent/public/default/model-TinyLlama-1.1B", "model-TinyLlama-1.1B-subscription"
+    # What the workers and the API gateway do: the shared subscription, then requests on model-<model>.
+    pulsar.publish(admin, topic, subscription, 5)
+    print(f"queued 5 requests on {topic}: backlog {pulsar.backlog(admin, topic, subscription)} on {subscription}")
     show(cluster, "apply", "-f", str(REPO / "config" / "samples" / "model_v1alpha1_aimodel_keda.yaml"))
-    wait(
-        "the ScaledObject to be Ready",
-        lambda: (
-            cluster.kubectl(
-                "get",
-                "scaledobject",
-                "ai-model-keda-sample-scaledobject",
-                "-o",
-                "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
-            )
-            == "True"
-        ),
-    )
+
+    def scaled_object(condition: str) -> str:
+        return cluster.kubectl(
+            "get",
+            "scaledobject",
+            "ai-model-keda-sample-scaledobject",
+            "-o",
+            f"jsonpath={{.status.conditions[?(@.type=='{condition}')].status}}",
+        )
+
+    wait("the ScaledObject to be Ready", lambda: scaled_object("Ready") == "True")
+    print("waiting for KEDA to read the backlog from Pulsar (it polls every 30 s) ...", flush=True)
+    wait("the ScaledObject to be Active", lambda: scaled_object("Active") == "True", timeout=90)
     show(cluster, "get", "scaledobject")
     wait("KEDA's HPA", lambda: "keda-hpa-" in cluster.kubectl("get", "hpa", "-o", "name"))
     show(cluster, "get", "hpa")
@@ -158,7 +167,8 @@ def main() -> None:
     print(f"  alias kubectl={cluster.kubectl_path()}")
     print("  kubectl get aimodel -A -o wide; kubectl apply -k config/samples/")
     print("  make cluster-status    # processes, memory, nodes (the operator's log is in .devcluster/logs/)")
-    print("  make cluster-down      # stops the operator, KEDA and the cluster", flush=True)
+    print(f"  Pulsar admin API: {admin}")
+    print("  make cluster-down      # stops the operator, KEDA, Pulsar and the cluster", flush=True)
 
 
 if __name__ == "__main__":

@@ -112,3 +112,17 @@ def keda(cluster):
     if not keda_mod.running(local):
         keda_mod.start(local)
     return True
+
+
+@pytest.fixture(scope="session")
+def pulsar(cluster) -> str:
+    """Apache Pulsar standalone next to the test cluster; its admin URL."""
+    _, local = cluster
+    if local is None:
+        url = os.environ.get("AIMODEL_TEST_PULSAR_ADMIN_URL")
+        if not url:
+            pytest.skip("an external cluster needs AIMODEL_TEST_PULSAR_ADMIN_URL for the Pulsar tests")
+        return url
+    from devcluster import pulsar as pulsar_mod
+
+    return pulsar_mod.start(local)

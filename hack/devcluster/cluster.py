@@ -124,7 +124,9 @@ class Cluster:
             return proc.poll() is None
         return _alive(comp.pid, comp.binary)
 
-    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Component:
+    def _spawn(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> Component:
         self.logs.mkdir(parents=True, exist_ok=True)
         log = self.logs / f"{name}.log"
         with open(log, "ab") as out:
@@ -133,7 +135,7 @@ class Cluster:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                cwd=self.dir,
+                cwd=cwd or self.dir,
                 env={**os.environ, **(env or {})},
                 start_new_session=True,
             )
@@ -192,14 +194,10 @@ class Cluster:
         comps = self.components()
         return bool(comps) and not self.dead_components() and self.ready()
 
-    def up(self, keda: bool = False) -> None:
+    def up(self, keda: bool = False, pulsar: bool = False) -> None:
         if self.is_up():
-            if keda and "keda" not in {c.name for c in self.components()}:
-                from . import keda as keda_mod
-
-                keda_mod.start(self)
-                return
-            _log(f"cluster already up ({self.server}); nothing to do")
+            if not self._start_extras(keda, pulsar):
+                _log(f"cluster already up ({self.server}); nothing to do")
             self._print_usage()
             return
         if self.components():
@@ -210,16 +208,27 @@ class Cluster:
         build.build_all(keda=keda)
         try:
             self._start()
-            if keda:
-                from . import keda as keda_mod
-
-                keda_mod.start(self)
+            self._start_extras(keda, pulsar)
         except BaseException:
             # Never leave half a cluster running behind an error.
             self.down(quiet=True)
             raise
         _log(f"cluster up in {time.monotonic() - start:.1f}s")
         self._print_usage()
+
+    def _start_extras(self, keda: bool, pulsar: bool) -> bool:
+        """Start KEDA and Pulsar if asked for and not running yet; True if anything started."""
+        from . import keda as keda_mod
+        from . import pulsar as pulsar_mod
+
+        started = False
+        if keda and not keda_mod.running(self):
+            keda_mod.start(self)
+            started = True
+        if pulsar and not pulsar_mod.running(self):
+            pulsar_mod.start(self)
+            started = True
+        return started
 
     def _report_dead(self) -> None:
         for comp in self.dead_components():
@@ -381,6 +390,8 @@ class Cluster:
         self.kubeconfig.chmod(0o600)
 
     def _print_usage(self) -> None:
+        if self._load().get("pulsar_admin_url") and any(c.name == "pulsar" for c in self.components()):
+            _log(f"Pulsar admin API: {self._load()['pulsar_admin_url']} (PULSAR_ADMIN_URL for the operator)")
         _log(f"export KUBECONFIG={self.kubeconfig}")
         _log(f"kubectl matching the cluster: {self.kubectl_path()}")
 

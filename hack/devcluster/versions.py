@@ -7,3 +7,5 @@ KUBERNETES_STAGING = "v0.35.8"
 ETCD = "v3.6.16"
 KWOK = "v0.7.0"
 KEDA = "v2.20.2"
+# From Maven Central; 4.0.8 lacks two of its own artifacts there.
+PULSAR = "4.0.7"

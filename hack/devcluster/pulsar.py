@@ -1,0 +1,215 @@
+"""Apache Pulsar standalone, from Maven Central jars, as one Java process on 127.0.0.1.
+
+It gives KEDA's Pulsar scaler a real admin API to read the backlog from.
+Broker, web service and bookie listen on loopback ports chosen at start; the
+metadata store is RocksDB, so no ZooKeeper runs.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import urllib.request
+from pathlib import Path
+
+from . import build, versions
+from .cluster import Cluster, free_port
+
+POM = """<?xml version="1.0" encoding="UTF-8"?>
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>local.devcluster</groupId>
+  <artifactId>pulsar-standalone-deps</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencyManagement>
+    <dependencies>
+      <!-- The distribution's own versions of third-party jars (log4j, jackson, rocksdb). -->
+      <dependency>
+        <groupId>org.apache.pulsar</groupId><artifactId>pulsar</artifactId>
+        <version>{version}</version><type>pom</type><scope>import</scope>
+      </dependency>
+    </dependencies>
+  </dependencyManagement>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.pulsar</groupId><artifactId>pulsar-broker</artifactId><version>{version}</version>
+    </dependency>
+  </dependencies>
+</project>
+"""
+
+# Read twice by the starter: as the broker's configuration and as the bookie's.
+STANDALONE_CONF = """clusterName=standalone
+advertisedAddress=127.0.0.1
+bindAddress=127.0.0.1
+brokerServicePort={broker_port}
+webServicePort={web_port}
+managedLedgerDefaultEnsembleSize=1
+managedLedgerDefaultWriteQuorum=1
+managedLedgerDefaultAckQuorum=1
+loadManagerClassName=org.apache.pulsar.broker.loadbalance.NoopLoadManager
+loadBalancerEnabled=false
+listeningInterface=lo
+allowLoopback=true
+allowEphemeralPorts=true
+ledgerStorageClass=org.apache.bookkeeper.bookie.storage.ldb.DbLedgerStorage
+dbStorage_writeCacheMaxSizeMb=16
+dbStorage_readAheadCacheMaxSizeMb=16
+dbStorage_rocksDB_blockCacheSize=16777216
+journalSyncData=false
+journalMaxGroupWaitMSec=1
+diskUsageThreshold=0.99
+diskUsageWarnThreshold=0.99
+"""
+
+LOG4J = """<?xml version="1.0" encoding="UTF-8"?>
+<Configuration status="WARN" shutdownHook="disable">
+  <Appenders><Console name="Console" target="SYSTEM_OUT">
+    <PatternLayout pattern="%d{ISO8601} [%t] %-5level %logger{36} - %msg%n"/>
+  </Console></Appenders>
+  <Loggers>
+    <Logger name="org.apache.pulsar.broker.rest.RestMessagePublishContext" level="warn"/>
+    <Root level="info"><AppenderRef ref="Console"/></Root>
+  </Loggers>
+</Configuration>
+"""
+
+# From Pulsar's bin/pulsar, with a small heap: enough for tests and the demo.
+JVM_FLAGS = [
+    "-Xmx256m",
+    "-XX:MaxDirectMemorySize=256m",
+    "-XX:+UseSerialGC",
+    "-XX:TieredStopAtLevel=1",
+    "-Djava.net.preferIPv4Stack=true",
+    "-Dio.netty.tryReflectionSetAccessible=true",
+    "--add-opens",
+    "java.base/java.io=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/java.util.zip=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/java.nio=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/jdk.internal.misc=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/sun.net=ALL-UNNAMED",
+    "--add-opens",
+    "java.management/sun.management=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/jdk.internal.platform=ALL-UNNAMED",
+    "-Dlog4j.shutdownHookEnabled=false",
+    "-Dlog4j2.is.webapp=false",
+    "-Dbookkeeper.metadata.bookie.drivers=org.apache.pulsar.metadata.bookkeeper.PulsarMetadataBookieDriver",
+    "-Dbookkeeper.metadata.client.drivers=org.apache.pulsar.metadata.bookkeeper.PulsarMetadataClientDriver",
+]
+
+
+def lib_dir() -> Path:
+    return build.cache_root() / f"pulsar-{versions.PULSAR}" / "lib"
+
+
+def build_pulsar() -> Path:
+    """Fetch the broker's jars with Maven, once per version."""
+    dest = lib_dir()
+    if dest.is_dir() and any(dest.glob("pulsar-broker-*.jar")):
+        return dest
+    work = dest.parent
+    work.mkdir(parents=True, exist_ok=True)
+    build._log(f"downloading Pulsar {versions.PULSAR} jars with Maven (first time only; ~240 MB)")
+    (work / "pom.xml").write_text(POM.format(version=versions.PULSAR))
+    tmp = work / "lib.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    res = subprocess.run(
+        ["mvn", "-q", "-B", "dependency:copy-dependencies", f"-DoutputDirectory={tmp}"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+    )
+    if res.returncode != 0:
+        raise SystemExit(f"[devcluster] Maven could not fetch Pulsar:\n{res.stdout[-3000:]}{res.stderr[-2000:]}")
+    tmp.rename(dest)
+    build._log(f"Pulsar jars in {dest}")
+    return dest
+
+
+def running(cluster: Cluster) -> bool:
+    return any(c.name == "pulsar" and cluster.alive(c) for c in cluster.components())
+
+
+def admin_url(cluster: Cluster) -> str:
+    return cluster._load().get("pulsar_admin_url", "")
+
+
+def _ready(url: str) -> bool:
+    with urllib.request.urlopen(f"{url}/admin/v2/namespaces/public", timeout=2) as resp:
+        return "public/default" in json.loads(resp.read())
+
+
+def start(cluster: Cluster) -> str:
+    """Start Pulsar standalone for ``cluster``; returns its admin URL."""
+    if running(cluster):
+        return admin_url(cluster)
+    lib = build_pulsar()
+    build._log("starting Pulsar standalone")
+    home = cluster.dir / "pulsar"
+    shutil.rmtree(home, ignore_errors=True)
+    (home / "data" / "metadata").mkdir(parents=True)
+    (home / "data" / "bookkeeper").mkdir(parents=True)
+    broker, web, bookie = free_port(), free_port(), free_port()
+    (home / "standalone.conf").write_text(STANDALONE_CONF.format(broker_port=broker, web_port=web))
+    (home / "log4j2.xml").write_text(LOG4J)
+    comp = cluster._spawn(
+        "pulsar",
+        [
+            shutil.which("java") or "java",
+            *JVM_FLAGS,
+            f"-Dlog4j.configurationFile={home / 'log4j2.xml'}",
+            "-cp",
+            f"{lib}/*",
+            "org.apache.pulsar.PulsarStandaloneStarter",
+            "--config",
+            str(home / "standalone.conf"),
+            "--metadata-dir",
+            str(home / "data" / "metadata"),
+            "--bookkeeper-dir",
+            str(home / "data" / "bookkeeper"),
+            "--bookkeeper-port",
+            str(bookie),
+            "--advertised-address",
+            "127.0.0.1",
+            "-nfw",
+            "-nss",
+            "--wipe-data",
+        ],
+        cwd=home,
+    )
+    url = f"http://127.0.0.1:{web}"
+    # The admin API answers before the default namespace exists: wait for it.
+    cluster._wait("Pulsar's public/default namespace", lambda: _ready(url), comp, timeout=180)
+    state = cluster._load()
+    state["pulsar_admin_url"] = url
+    state["pulsar_url"] = f"pulsar://127.0.0.1:{broker}"
+    cluster._save(state)
+    build._log(f"Pulsar is running: admin {url}, broker pulsar://127.0.0.1:{broker}")
+    return url
+
+
+def backlog(url: str, topic: str, subscription: str) -> int:
+    """The backlog KEDA's Pulsar scaler reads (entries not yet acknowledged by the subscription)."""
+    with urllib.request.urlopen(f"{url}/admin/v2/{topic}/stats", timeout=10) as resp:
+        return int(json.loads(resp.read())["subscriptions"][subscription]["msgBacklog"])
+
+
+def publish(url: str, topic: str, subscription: str, count: int) -> None:
+    """Create the workers' subscription, then queue ``count`` requests as the API gateway would.
+
+    ``topic`` is the REST form, e.g. ``persistent/public/default/model-x``.
+    """
+    req = urllib.request.Request(f"{url}/admin/v2/{topic}/subscription/{subscription}", method="PUT")
+    urllib.request.urlopen(req, timeout=30).close()
+    body = json.dumps({"producerName": "devcluster", "messages": [{"payload": f"request-{i}"} for i in range(count)]})
+    req = urllib.request.Request(
+        f"{url}/topics/{topic}", data=body.encode(), method="POST", headers={"Content-Type": "application/json"}
+    )
+    urllib.request.urlopen(req, timeout=30).close()
