@@ -37,6 +37,12 @@ class ApiError(Exception):
     def reason(self) -> str:
         return self.body.get("reason", "") if isinstance(self.body, dict) else ""
 
+    @property
+    def namespace_terminating(self) -> bool:
+        """Refused because the namespace is being deleted: nothing to do there anymore."""
+        causes = (self.body.get("details") or {}).get("causes") or [] if isinstance(self.body, dict) else []
+        return any(c.get("reason") == "NamespaceTerminating" for c in causes)
+
 
 @dataclass(frozen=True)
 class Resource:

@@ -179,6 +179,12 @@ class Controller:
                 await self.reconcile(key)
             except asyncio.CancelledError:
                 raise
+            except ApiError as err:
+                if err.namespace_terminating:
+                    # The namespace, and with it the model, is going away: no retry, no noise.
+                    log.debug("namespace terminating namespace=%s name=%s", key[0], key[1])
+                else:
+                    self._on_failure(key, err)
             except Exception as err:
                 self._on_failure(key, err)
             else:
