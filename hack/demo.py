@@ -52,7 +52,7 @@ def start_operator(cluster: Cluster) -> None:
         print("operator already running", flush=True)
         return
     health = free_port()
-    comp = cluster._spawn(
+    comp = cluster.spawn(
         "aimodel-operator",
         [
             str(Path(sys.executable).parent / "aimodel-operator"),
@@ -63,10 +63,10 @@ def start_operator(cluster: Cluster) -> None:
         env={
             "KUBECONFIG": str(cluster.kubeconfig),
             "PULSAR_ADMIN_URL": pulsar.admin_url(cluster),
-            "PULSAR_URL": cluster._load()["pulsar_url"],
+            "PULSAR_URL": cluster.load_state()["pulsar_url"],
         },
     )
-    cluster._wait(
+    cluster.wait(
         "the operator's /healthz",
         lambda: urllib.request.urlopen(f"http://127.0.0.1:{health}/healthz", timeout=2).status == 200,
         comp,
@@ -99,7 +99,10 @@ def report_as_worker(cluster: Cluster, name: str, reason: str, message: str) -> 
         "AIMODEL_NAMESPACE": env["AIMODEL_NAMESPACE"],
     }
     print(f"$ AIMODEL_NAME={env['AIMODEL_NAME']} AIMODEL_NAMESPACE={env['AIMODEL_NAMESPACE']} \\")
-    print(f"  aimodel-report {reason} '{message}'    # as system:serviceaccount:default:{sa}", flush=True)
+    print(
+        f"  aimodel-report {reason} '{message}'    # as system:serviceaccount:{env['AIMODEL_NAMESPACE']}:{sa}",
+        flush=True,
+    )
     subprocess.run([str(Path(sys.executable).parent / "aimodel-report"), reason, message], env=run_env, check=True)
 
 

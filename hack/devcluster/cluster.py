@@ -90,28 +90,28 @@ class Cluster:
 
     # -- state ---------------------------------------------------------------
 
-    def _load(self) -> dict:
+    def load_state(self) -> dict:
         try:
             return json.loads(self.state_file.read_text())
         except (OSError, ValueError):
             return {}
 
-    def _save(self, state: dict) -> None:
+    def save_state(self, state: dict) -> None:
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=2))
         tmp.rename(self.state_file)
 
     def components(self) -> list[Component]:
-        return [Component(**c) for c in self._load().get("components", [])]
+        return [Component(**c) for c in self.load_state().get("components", [])]
 
     def _record(self, comp: Component) -> None:
-        state = self._load()
+        state = self.load_state()
         state.setdefault("components", []).append(comp.__dict__)
-        self._save(state)
+        self.save_state(state)
 
     @property
     def server(self) -> str:
-        return self._load().get("server", "")
+        return self.load_state().get("server", "")
 
     def kubectl_path(self) -> str:
         return str(build.kubernetes_bin() / "kubectl")
@@ -124,7 +124,7 @@ class Cluster:
             return proc.poll() is None
         return _alive(comp.pid, comp.binary)
 
-    def _spawn(
+    def spawn(
         self, name: str, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
     ) -> Component:
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -144,7 +144,7 @@ class Cluster:
         self._record(comp)
         return comp
 
-    def _wait(self, what: str, check, comp: Component | None = None, timeout: float = 60) -> None:
+    def wait(self, what: str, check, comp: Component | None = None, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if comp and not self.alive(comp):
@@ -244,10 +244,10 @@ class Cluster:
         certs.generate(self.pki)
         kbin = build.kubernetes_bin()
         api_port, etcd_port, peer_port = free_port(), free_port(), free_port()
-        self._save({"server": f"https://127.0.0.1:{api_port}", "components": []})
+        self.save_state({"server": f"https://127.0.0.1:{api_port}", "components": []})
         self._write_kubeconfig()
 
-        etcd = self._spawn(
+        etcd = self.spawn(
             "etcd",
             [
                 str(build.etcd_bin() / "etcd"),
@@ -264,13 +264,13 @@ class Cluster:
                 "--log-level=warn",
             ],
         )
-        self._wait(
+        self.wait(
             "etcd health",
             lambda: urllib.request.urlopen(f"http://127.0.0.1:{etcd_port}/health", timeout=2).status == 200,
             etcd,
         )
         pki = self.pki
-        api = self._spawn(
+        api = self.spawn(
             "kube-apiserver",
             [
                 str(kbin / "kube-apiserver"),
@@ -294,9 +294,9 @@ class Cluster:
                 "--v=0",
             ],
         )
-        self._wait("kube-apiserver /readyz", self.ready, api, timeout=90)
+        self.wait("kube-apiserver /readyz", self.ready, api, timeout=90)
         kubeconfig = str(self.kubeconfig)
-        self._spawn(
+        self.spawn(
             "kube-controller-manager",
             [
                 str(kbin / "kube-controller-manager"),
@@ -316,7 +316,7 @@ class Cluster:
                 "--profiling=false",
             ],
         )
-        self._spawn(
+        self.spawn(
             "kube-scheduler",
             [
                 str(kbin / "kube-scheduler"),
@@ -331,7 +331,7 @@ class Cluster:
                 "--kube-api-burst=400",
             ],
         )
-        self._spawn(
+        self.spawn(
             "kwok",
             [
                 str(build.kwok_bin() / "kwok"),
@@ -343,8 +343,8 @@ class Cluster:
             ],
         )
         self.kubectl("apply", "-f", "-", input=_nodes_manifest(NODE_COUNT))
-        self._wait(f"{NODE_COUNT} Ready nodes", lambda: self._ready_nodes() >= NODE_COUNT, timeout=60)
-        self._wait(
+        self.wait(f"{NODE_COUNT} Ready nodes", lambda: self._ready_nodes() >= NODE_COUNT, timeout=60)
+        self.wait(
             "the default ServiceAccount",
             lambda: bool(self.kubectl("get", "serviceaccount", "default", "-n", "default", "-o", "name").strip()),
             timeout=60,
@@ -390,8 +390,8 @@ class Cluster:
         self.kubeconfig.chmod(0o600)
 
     def _print_usage(self) -> None:
-        if self._load().get("pulsar_admin_url") and any(c.name == "pulsar" for c in self.components()):
-            _log(f"Pulsar admin API: {self._load()['pulsar_admin_url']} (PULSAR_ADMIN_URL for the operator)")
+        if self.load_state().get("pulsar_admin_url") and any(c.name == "pulsar" for c in self.components()):
+            _log(f"Pulsar admin API: {self.load_state()['pulsar_admin_url']} (PULSAR_ADMIN_URL for the operator)")
         _log(f"export KUBECONFIG={self.kubeconfig}")
         _log(f"kubectl matching the cluster: {self.kubectl_path()}")
 
@@ -432,9 +432,9 @@ class Cluster:
         if survivors:
             raise ClusterError(f"could not stop: {', '.join(f'{c.name}({c.pid})' for c in survivors)}")
         stopped = {c.pid for c in comps}
-        state = self._load()
+        state = self.load_state()
         state["components"] = [c for c in state.get("components", []) if c["pid"] not in stopped]
-        self._save(state)
+        self.save_state(state)
 
     def status(self) -> int:
         comps = self.components()

@@ -100,7 +100,7 @@ def start(cluster: Cluster) -> None:
     shutil.copy(cluster.pki / "serving.crt", certs / "tls.crt")
     shutil.copy(cluster.pki / "serving.key", certs / "tls.key")
     health = free_port()
-    comp = cluster._spawn(
+    comp = cluster.spawn(
         "keda",
         [
             str(binary()),
@@ -120,7 +120,7 @@ def start(cluster: Cluster) -> None:
             "OPERATOR_NAME": "keda-operator",
         },
     )
-    cluster._wait(
+    cluster.wait(
         "KEDA /readyz",
         lambda: urllib.request.urlopen(f"http://127.0.0.1:{health}/readyz", timeout=2).status == 200,
         comp,

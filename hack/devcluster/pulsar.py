@@ -138,7 +138,7 @@ def running(cluster: Cluster) -> bool:
 
 
 def admin_url(cluster: Cluster) -> str:
-    return cluster._load().get("pulsar_admin_url", "")
+    return cluster.load_state().get("pulsar_admin_url", "")
 
 
 def _ready(url: str) -> bool:
@@ -159,7 +159,7 @@ def start(cluster: Cluster) -> str:
     broker, web, bookie = free_port(), free_port(), free_port()
     (home / "standalone.conf").write_text(STANDALONE_CONF.format(broker_port=broker, web_port=web))
     (home / "log4j2.xml").write_text(LOG4J)
-    comp = cluster._spawn(
+    comp = cluster.spawn(
         "pulsar",
         [
             shutil.which("java") or "java",
@@ -186,11 +186,11 @@ def start(cluster: Cluster) -> str:
     )
     url = f"http://127.0.0.1:{web}"
     # The admin API answers before the default namespace exists: wait for it.
-    cluster._wait("Pulsar's public/default namespace", lambda: _ready(url), comp, timeout=180)
-    state = cluster._load()
+    cluster.wait("Pulsar's public/default namespace", lambda: _ready(url), comp, timeout=180)
+    state = cluster.load_state()
     state["pulsar_admin_url"] = url
     state["pulsar_url"] = f"pulsar://127.0.0.1:{broker}"
-    cluster._save(state)
+    cluster.save_state(state)
     build._log(f"Pulsar is running: admin {url}, broker pulsar://127.0.0.1:{broker}")
     return url
 

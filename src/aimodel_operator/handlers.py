@@ -48,8 +48,10 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         await memo.kube.close()
 
 
+# Async on purpose: kopf runs sync handlers in a thread pool, and the controller's
+# queue and caches belong to the event loop.
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
-def aimodel_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+async def aimodel_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     controller: Controller = memo.controller
     kind = event.get("type") or "ADDED"
     controller.model_event(kind, event["object"])
@@ -60,4 +62,8 @@ def caches_synced(memo: kopf.Memo, **_: Any) -> bool:
     controller: Controller | None = memo.get("controller")
     if controller is None or not controller.synced.is_set():
         raise kopf.PermanentError("caches are not synced yet")
+    failed = controller.failed_tasks()
+    if failed:
+        # Liveness fails and the kubelet restarts the operator: better than running half-dead.
+        raise kopf.PermanentError(f"background tasks ended: {', '.join(failed)}")
     return True

@@ -38,6 +38,7 @@ class Informer:
         handler: Handler | None = None,
         transform: Callable[[Manifest], Manifest] = strip,
         absent_retry: float = 10.0,
+        optional: bool = False,
         **selectors: str,
     ) -> None:
         self.kube = kube
@@ -46,6 +47,8 @@ class Informer:
         self.transform = transform
         self.selectors = selectors
         self.absent_retry = absent_retry
+        # An optional kind (KEDA's) may also be forbidden to us: that, too, means "not available".
+        self.optional = optional
         # Objects kept as compact JSON with their resourceVersion: a parsed dict costs
         # ten times the memory, and a reconcile parses only the few it reads.
         self.store: dict[tuple[str, str], tuple[int, bytes]] = {}
@@ -90,73 +93,100 @@ class Informer:
             if current is not None and current[0] >= rv_int(obj):
                 return
             self._put(key, obj)
-        if self.handler:
-            self.handler(kind, obj)
+        self._notify(kind, obj)
 
     async def run(self) -> None:
-        attempt = 0
+        """List, then watch; relist when the history is gone. Never ends but by cancellation.
+
+        Every failure backs off (growing while failures repeat), so a broken API
+        server is never hammered with full lists, and no exception ends the loop:
+        a dead informer would silently stop drift repair and error intake.
+        """
+        failures = 0
         while True:
             try:
                 listing = await self.kube.list(self.resource, **self.selectors)
+            except asyncio.CancelledError:
+                raise
             except ApiError as err:
-                if err.status == 404:
-                    if self.available is not False:
-                        log.info("kind=%s available=false", self.resource.kind)
-                    self._set_available(False)
-                    self.store.clear()
-                    self.synced.set()
+                if err.status == 404 or (err.status == 403 and self.optional):
+                    self._absent(err)
                     await asyncio.sleep(self.absent_retry)
                     continue
+                failures += 1
                 log.warning("kind=%s list failed: %s", self.resource.kind, err)
-                await sleep_backoff(attempt)
-                attempt += 1
+                await sleep_backoff(failures)
                 continue
-            except (TimeoutError, OSError) as err:
-                log.warning("kind=%s list failed: %s", self.resource.kind, err)
-                await sleep_backoff(attempt)
-                attempt += 1
+            except Exception as err:
+                failures += 1
+                log.warning("kind=%s list failed: %r", self.resource.kind, err)
+                await sleep_backoff(failures)
                 continue
             self._set_available(True)
-            fresh = {}
-            for item in listing.get("items", []):
-                item.setdefault("apiVersion", self.resource.api_version)
-                item.setdefault("kind", self.resource.kind)
-                meta = item["metadata"]
-                fresh[(meta.get("namespace", ""), meta["name"])] = item
-            gone = [key for key in self.store if key not in fresh]
-            for key in gone:
-                _, raw = self.store.pop(key)
-                if self.handler:
-                    self.handler("DELETED", json.loads(raw))
-            for item in fresh.values():
-                self._apply("ADDED", item)
+            self._replace(listing.get("items", []))
             self.synced.set()
-            attempt = 0
-            await self._watch(listing["metadata"]["resourceVersion"])
+            if await self._watch(listing["metadata"]["resourceVersion"]):
+                failures = 0
+            else:
+                failures += 1
+                await sleep_backoff(failures)
 
-    async def _watch(self, rv: str) -> None:
-        """Follow changes from ``rv`` until the server says the history is gone (then relist)."""
+    def _absent(self, err: ApiError) -> None:
+        if self.available is not False:
+            log.info("kind=%s available=false reason=%s", self.resource.kind, err.status)
+        self._set_available(False)
+        self.store.clear()
+        self.synced.set()
+
+    def _replace(self, items: list[Manifest]) -> None:
+        fresh = {}
+        for item in items:
+            item.setdefault("apiVersion", self.resource.api_version)
+            item.setdefault("kind", self.resource.kind)
+            meta = item["metadata"]
+            fresh[(meta.get("namespace", ""), meta["name"])] = item
+        for key in [key for key in self.store if key not in fresh]:
+            _, raw = self.store.pop(key)
+            self._notify("DELETED", json.loads(raw))
+        for item in fresh.values():
+            self._apply("ADDED", item)
+
+    def _notify(self, kind: str, obj: Manifest) -> None:
+        if self.handler is None:
+            return
+        try:
+            self.handler(kind, obj)
+        except Exception:
+            log.exception("kind=%s handler failed", self.resource.kind)
+
+    async def _watch(self, rv: str) -> bool:
+        """Follow changes from ``rv`` until the history is gone or the stream fails.
+
+        True when the watch ended normally (timeout or 410 Gone: relist at once),
+        False on a failure (the caller backs off before relisting).
+        """
         while True:
             try:
                 async for event in self.kube.watch(self.resource, rv, **self.selectors):
                     kind, obj = event["type"], event["object"]
                     if kind == "ERROR":
                         if obj.get("code") == 410:
-                            return
+                            return True
                         log.warning("kind=%s watch error: %s", self.resource.kind, obj.get("message"))
-                        return
+                        return False
                     rv = obj["metadata"]["resourceVersion"]
                     if kind != "BOOKMARK":
                         self._apply(kind, obj)
+            except asyncio.CancelledError:
+                raise
             except ApiError as err:
-                if err.status in (404, 410):
-                    return
+                if err.status == 410:
+                    return True
                 log.warning("kind=%s watch failed: %s", self.resource.kind, err)
-                await sleep_backoff(1)
-                return
-            except (TimeoutError, OSError, ValueError) as err:
-                log.warning("kind=%s watch interrupted: %s", self.resource.kind, err)
-                await sleep_backoff(0)
+                return False
+            except Exception as err:
+                log.warning("kind=%s watch interrupted: %r", self.resource.kind, err)
+                return False
 
 
 def owner_key(obj: Manifest, kind: str = "AIModel") -> tuple[str, str] | None:

@@ -10,10 +10,10 @@ from .builders import Manifest
 from .informer import rv_int
 from .settings import COMPONENT
 from .status import Report, bound
+from .workqueue import Key
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str, str]
 
 # Ask the API server only for what can be a worker report.
 FIELD_SELECTOR = f"involvedObject.kind={api.KIND},type=Warning"
@@ -41,7 +41,7 @@ def parse(event: Manifest) -> tuple[Key, Report] | None:
     # Role lets it write events there, and nowhere else.
     if involved.get("namespace", namespace) != namespace or not involved.get("name"):
         return None
-    report = Report(rv_int(event), event["reason"], bound(str(event.get("message") or ""), 900))
+    report = Report(rv_int(event), event["reason"], bound(str(event.get("message") or "")))
     return (namespace, involved["name"]), report
 
 

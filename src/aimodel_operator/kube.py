@@ -34,10 +34,6 @@ class ApiError(Exception):
         super().__init__(f"{method} {path}: HTTP {status}: {message}")
 
     @property
-    def reason(self) -> str:
-        return self.body.get("reason", "") if isinstance(self.body, dict) else ""
-
-    @property
     def namespace_terminating(self) -> bool:
         """Refused because the namespace is being deleted: nothing to do there anymore."""
         causes = (self.body.get("details") or {}).get("causes") or [] if isinstance(self.body, dict) else []
@@ -52,7 +48,6 @@ class Resource:
     version: str
     plural: str
     kind: str
-    namespaced: bool = True
 
     @property
     def api_version(self) -> str:
@@ -165,9 +160,12 @@ class Kube:
             query["force"] = "true"
         return await self.request("PATCH", path, body=obj, query=query, content_type="application/apply-patch+yaml")
 
-    async def get(self, res: Resource, namespace: str | None, name: str) -> Manifest | None:
+    async def get(self, res: Resource, namespace: str | None, name: str, cached: bool = False) -> Manifest | None:
+        """One object, or None. ``cached`` reads the API server's watch cache instead of etcd."""
         try:
-            return await self.request("GET", res.path(namespace, name))
+            return await self.request(
+                "GET", res.path(namespace, name), query={"resourceVersion": "0"} if cached else None
+            )
         except ApiError as err:
             if err.status == 404:
                 return None

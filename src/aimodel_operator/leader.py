@@ -95,9 +95,13 @@ class LeaderElector:
         last_renew = None
         while True:
             try:
-                ok = await self._try()
-            except (TimeoutError, ApiError, OSError) as err:
-                log.warning("lease renewal failed: %s", err)
+                # A renewal slower than the renew period is a failed one: the lease must not
+                # lapse while we still believe we lead.
+                ok = await asyncio.wait_for(self._try(), timeout=self.renew_seconds)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                log.warning("lease renewal failed: %r", err)
                 ok = False
             now = asyncio.get_running_loop().time()
             if ok:
@@ -109,6 +113,8 @@ class LeaderElector:
                     self.leading.set()
             elif self.leading.is_set() and (last_renew is None or now - last_renew > self.lease_seconds * 0.66):
                 log.error("leader election: lost lease=%s/%s; stopping", self.namespace, self.name)
+                # Workers wait on this before every reconcile: none starts from now on.
+                self.leading.clear()
                 self.on_lost()
                 return
             await asyncio.sleep(self.renew_seconds if self.leading.is_set() else self.renew_seconds / 2)
@@ -124,5 +130,5 @@ class LeaderElector:
                 lease["spec"]["holderIdentity"] = ""
                 lease["spec"]["leaseDurationSeconds"] = 1
                 await self._kube.request("PUT", LEASES.path(self.namespace, self.name), body=lease)
-        except (TimeoutError, ApiError, OSError) as err:
-            log.warning("lease release failed: %s", err)
+        except Exception as err:
+            log.warning("lease release failed: %r", err)

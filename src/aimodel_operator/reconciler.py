@@ -2,7 +2,7 @@
 
 Creation, spec changes, drift of a child, a worker's report, KEDA appearing,
 an operator restart and the periodic resync all end up here, as a key in
-the work queue. A reconcile that finds nothing to change makes no API call.
+the work queue. A reconcile that finds nothing to change writes nothing.
 """
 
 from __future__ import annotations
@@ -65,6 +65,11 @@ class ChildConflict(Exception):
     """A child's name is taken by an object this AIModel does not own."""
 
 
+def _controlled_by(obj: Manifest, uid: str) -> bool:
+    refs = deep_get(obj, "metadata", "ownerReferences", default=[]) or []
+    return any(r.get("uid") == uid and r.get("controller") for r in refs)
+
+
 def _keep_deployment(obj: Manifest) -> Manifest:
     strip(obj)
     obj.get("status", {}).pop("conditions", None)
@@ -89,6 +94,7 @@ class Controller:
                 res,
                 self._child_event,
                 _keep_deployment if res is DEPLOYMENTS else strip,
+                optional=res in KEDA_RESOURCES,
                 labelSelector=MANAGED,
             )
             for res in (*CHILD_RESOURCES, *KEDA_RESOURCES)
@@ -100,6 +106,8 @@ class Controller:
         self._last_status_write: dict[Key, float] = {}
         self._failures: dict[Key, int] = {}
         self._tasks: list[asyncio.Task] = []
+        self._gate: asyncio.Event | None = None
+        self._begin_task: asyncio.Task | None = None
 
     # -- inputs ------------------------------------------------------------------
 
@@ -150,15 +158,23 @@ class Controller:
         await asyncio.gather(*(i.synced.wait() for i in informers))
         self.synced.set()
         log.info("caches synced models=%d", len(self.models))
-        self._tasks.append(asyncio.create_task(self._begin(gate), name="begin"))
+        # Kept apart from the tasks that must run forever: this one ends once workers are started.
+        self._begin_task = asyncio.create_task(self._begin(gate), name="begin")
 
     async def _begin(self, gate: asyncio.Event | None) -> None:
+        self._gate = gate
         if gate is not None:
             await gate.wait()
         self._tasks += [asyncio.create_task(self._worker(), name=f"worker-{n}") for n in range(self.workers)]
         self._tasks.append(asyncio.create_task(self._resync(), name="resync"))
 
+    def failed_tasks(self) -> list[str]:
+        """Background tasks that ended: none should, so any is a reason to restart the operator."""
+        return [t.get_name() for t in self._tasks if t.done()]
+
     async def stop(self) -> None:
+        if self._begin_task is not None:
+            self._begin_task.cancel()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -174,6 +190,11 @@ class Controller:
     async def _worker(self) -> None:
         while True:
             key = await self.queue.get()
+            if self._gate is not None and not self._gate.is_set():
+                # Leadership lost: act no more (the process is stopping).
+                self.queue.done(key)
+                await self._gate.wait()
+                continue
             started = time.monotonic()
             try:
                 await self.reconcile(key)
@@ -225,27 +246,38 @@ class Controller:
         removed = await self._remove_stale(model, {(c["kind"], c["metadata"]["name"]) for c in desired})
         if applied or removed:
             self._record_changes(model, applied, removed)
-        conflict = next((e for e in errors if isinstance(e, ChildConflict)), None)
-        await self._write_status(key, model, conflict)
+        conflicts = [str(e) for e in errors if isinstance(e, ChildConflict)]
+        await self._write_status(key, model, "; ".join(conflicts))
         if errors:
             raise errors[0]
 
     async def _ensure(self, model: Manifest, desired: Manifest) -> bool:
         """Apply one child if it differs from what the cache shows. True when written."""
         informer = self.children[desired["kind"]]
+        meta = model["metadata"]
         name = desired["metadata"]["name"]
-        actual = informer.get(model["metadata"]["namespace"], name)
-        if actual is not None and owner_key(actual) is None:
-            actual = None
+        actual = informer.get(meta["namespace"], name)
+        if actual is None:
+            # Not among the objects we manage. Server-side apply would merge our fields into an
+            # object someone else made (and garbage collection would later delete it with the
+            # AIModel): look before writing, and never take over a stranger.
+            existing = await self.kube.get(informer.resource, meta["namespace"], name, cached=True)
+            if existing is not None:
+                if not _controlled_by(existing, meta["uid"]):
+                    raise ChildConflict(
+                        f"{desired['kind']} {name} already exists and is not managed by this AIModel: "
+                        "rename or remove it"
+                    )
+                actual = existing
         if not diff.needs_apply(desired, actual):
             return False
         try:
-            # Force only over objects known to be ours; a first apply must not take over a stranger.
+            # Force only over objects known to be ours: without it, a field another manager
+            # set differently makes the apply fail rather than be overwritten.
             result = await self.kube.apply(desired, force=actual is not None)
         except ApiError as err:
             if err.status != 409:
                 raise
-            # The name is taken by an object we do not manage: never take it over.
             raise ChildConflict(
                 f"{desired['kind']} {name} already exists and is not managed by this AIModel: "
                 f"rename or remove it ({err})"
@@ -264,8 +296,7 @@ class Controller:
                 continue
             informer = self.children[res.kind]
             obj = informer.get(ns, name)
-            refs = deep_get(obj, "metadata", "ownerReferences", default=[]) or []
-            if not any(r.get("uid") == meta["uid"] and r.get("controller") for r in refs):
+            if obj is None or not _controlled_by(obj, meta["uid"]):
                 continue
             if await self.kube.delete(res, ns, name, uid=obj["metadata"]["uid"]):
                 removed.append(f"{res.kind} {name}")
@@ -331,7 +362,7 @@ class Controller:
             return None
         return Condition(status_mod.READY, False, "APIKeySecretNotFound", message)
 
-    async def _write_status(self, key: Key, model: Manifest, conflict: ChildConflict | None) -> None:
+    async def _write_status(self, key: Key, model: Manifest, conflict: str) -> None:
         meta = model["metadata"]
         deployment = self.children[DEPLOYMENTS.kind].get(meta["namespace"], builders.deployment_name(meta["name"]))
         extra: list[Condition] = []
@@ -339,8 +370,8 @@ class Controller:
         if autoscaling is not None:
             extra.append(autoscaling)
         problem = None
-        if conflict is not None:
-            problem = Condition(status_mod.READY, False, "ChildConflict", str(conflict))
+        if conflict:
+            problem = Condition(status_mod.READY, False, "ChildConflict", conflict)
         else:
             problem = await self._api_key_secret_problem(model)
             if problem is not None:
@@ -360,13 +391,14 @@ class Controller:
         body = {
             "apiVersion": api.API_VERSION,
             "kind": api.KIND,
-            "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+            # The uid makes the write conditional: never the status of a successor with the same name.
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
             "status": new,
         }
         try:
             result = await self.kube.apply_to(AIMODELS, body, subresource="status")
         except ApiError as err:
-            if err.status == 404:
+            if err.status in (404, 409):
                 return
             raise
         self._last_status_write[key] = time.monotonic()
@@ -375,6 +407,10 @@ class Controller:
         self._announce(model, current or {}, new)
         if key in self.models and result:
             self.models[key] = strip(result)
+            if result["metadata"].get("generation") != meta.get("generation"):
+                # The spec changed while we wrote; its watch event is older than this response
+                # and will be dropped, so reconcile the new spec now.
+                self.queue.add(key)
 
     def _announce(self, model: Manifest, before: dict[str, Any], after: dict[str, Any]) -> None:
         # The first status of a new model is no news; a change of state, or a new error, is.

@@ -9,7 +9,7 @@ import secrets
 
 from . import api
 from .builders import Manifest
-from .kube import EVENTS, ApiError, Kube
+from .kube import EVENTS, Kube
 from .settings import COMPONENT
 from .status import bound, now
 
@@ -76,7 +76,9 @@ class Recorder:
         }
         try:
             await self.kube.create(EVENTS, meta["namespace"], body)
-        except (TimeoutError, ApiError, OSError) as err:
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
             log.warning(
                 "event not posted namespace=%s name=%s reason=%s: %s", meta["namespace"], meta["name"], reason, err
             )

@@ -409,9 +409,13 @@ def test_foreign_object_with_a_child_name_is_not_taken_over(operator, k):
     dep = k.get("deployment", "ai-model-sample-deployment")
     assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == "someone/else:1"
     assert not dep["metadata"].get("ownerReferences")
+    # Not even merged into: server-side apply would have added labels and an ownerReference.
+    sa = k.get("serviceaccount", "ai-model-sample-worker")
+    assert not sa["metadata"].get("ownerReferences") and not sa["metadata"].get("labels")
     k("delete", "aimodel", "ai-model-sample")
     wait_for("the role to be collected", lambda: k.get("role", "ai-model-sample-worker-events") is None, timeout=60)
     assert k.get("deployment", "ai-model-sample-deployment") is not None
+    assert k.get("serviceaccount", "ai-model-sample-worker") is not None
 
 
 def test_no_writes_when_nothing_changes_also_across_restart(operator, k, kubectl, namespace):

@@ -24,31 +24,27 @@ PREFIX = "aimodel-operator-"
 
 # (apiGroup, resource, verb) the operator's ClusterRole grants: exactly these, nothing more.
 MANAGER_RULES = {
-    *(("model.youxam.com", "aimodels", v) for v in ("get", "list", "watch")),
-    *(("model.youxam.com", "aimodels/status", v) for v in ("get", "patch", "update")),
+    *(("model.youxam.com", "aimodels", v) for v in ("list", "watch")),
+    ("model.youxam.com", "aimodels/status", "patch"),
     ("model.youxam.com", "aimodels/finalizers", "update"),
-    *(("apps", "deployments", v) for v in ("list", "watch", "create", "patch")),
-    *(("", r, v) for r in ("serviceaccounts", "secrets", "events") for v in ("list", "watch", "create", "patch")),
-    ("", "secrets", "get"),
+    *(("apps", "deployments", v) for v in ("get", "list", "watch", "create", "patch")),
+    *(("", r, v) for r in ("serviceaccounts", "secrets") for v in ("get", "list", "watch", "create", "patch")),
+    *(("", "events", v) for v in ("list", "watch", "create", "patch")),
     ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
     ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
     ("", "secrets", "delete"),
     *(
         ("rbac.authorization.k8s.io", r, v)
         for r in ("roles", "rolebindings")
-        for v in ("list", "watch", "create", "patch")
+        for v in ("get", "list", "watch", "create", "patch")
     ),
     *(
         ("keda.sh", r, v)
         for r in ("scaledobjects", "triggerauthentications")
-        for v in ("list", "watch", "create", "patch", "delete")
+        for v in ("get", "list", "watch", "create", "patch", "delete")
     ),
 }
-LEADER_RULES = {
-    *(("coordination.k8s.io", "leases", v) for v in ("get", "create", "update")),
-    ("", "events", "create"),
-    ("", "events", "patch"),
-}
+LEADER_RULES = {*(("coordination.k8s.io", "leases", v) for v in ("get", "create", "update"))}
 CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}
 
 

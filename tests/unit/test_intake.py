@@ -77,7 +77,7 @@ def test_parse_without_involved_namespace_uses_event_namespace():
 def test_parse_bounds_message():
     parsed = parse(event(message="m" * 5000))
     assert parsed is not None
-    assert len(parsed[1].message) == 900
+    assert len(parsed[1].message) == 1024  # the same bound as the status message and the SDK
     assert len(parsed[1].text) <= 1024
 
 
@@ -236,3 +236,10 @@ def test_reasons():
         "GeneralError",
         "MessageQueueConnectionError",
     ]
+
+
+def test_worker_sdk_and_operator_agree_on_the_reasons():
+    from aimodel_operator import api
+    from aimodel_worker import Reason
+
+    assert {r.value for r in Reason} == {r.value for r in api.ErrorReason}
