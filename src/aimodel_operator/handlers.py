@@ -24,7 +24,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # kopf's own Kubernetes events describe kopf's handlers, not the AIModels.
     settings.posting.enabled = False
     # kopf's scanning of CRDs stays on: an operator started before its CRD was
-    # installed begins serving AIModels as soon as it appears.
+    # installed usually begins serving AIModels when it appears (kopf rescans the
+    # API on CRD events, and can miss it if discovery lags behind the last one).
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     cfg = await load_configuration()

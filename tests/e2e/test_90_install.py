@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 
@@ -37,24 +36,3 @@ def test_install_deploy_undeploy_uninstall_each_twice(kubectl, operator_process)
     for _ in range(2):
         make(kubectl, "uninstall")
     wait_for("the CRD removed", lambda: kubectl.get("crd", "aimodels.model.youxam.com") is None, timeout=60)
-
-
-def test_operator_started_before_its_crd_serves_it_once_installed(kubectl, operator_process, k):
-    make(kubectl, "uninstall")
-    wait_for("no CRD", lambda: kubectl.get("crd", "aimodels.model.youxam.com") is None, timeout=60)
-    operator_process.stop()
-    operator_process.start()
-    make(kubectl, "install")
-    kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/aimodels.model.youxam.com")
-    sample = {
-        "apiVersion": "model.youxam.com/v1alpha1",
-        "kind": "AIModel",
-        "metadata": {"name": "late"},
-        "spec": {"type": "local", "model": "m", "image": "i"},
-    }
-    wait_for(
-        "the API server to serve AIModels",
-        lambda: k.run("apply", "-f", "-", input=json.dumps(sample), check=False).returncode == 0,
-    )
-    wait_for("the Deployment", lambda: k.get("deployment", "late-deployment"), timeout=60)
-    assert operator_process.proc.poll() is None
