@@ -32,7 +32,7 @@ from aimodel_operator.settings import Settings
 from devcluster.cluster import Cluster, free_port
 
 REPO = Path(__file__).resolve().parents[1]
-NAMESPACES = Resource("", "v1", "namespaces", "Namespace", False)
+NAMESPACES = Resource("", "v1", "namespaces", "Namespace")
 
 
 def model(name: str, namespace: str, replicas: int) -> dict:

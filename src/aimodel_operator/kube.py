@@ -118,6 +118,7 @@ class Kube:
         query: dict[str, Any] | None = None,
         content_type: str = "application/json",
         timeout: float = 30,
+        with_status: bool = False,
     ) -> Any:
         resp = await self._api.call_api(
             path,
@@ -141,13 +142,26 @@ class Kube:
             data = raw.decode(errors="replace")
         if resp.status >= 300:
             raise ApiError(resp.status, data, method, path)
-        return data
+        return (data, resp.status) if with_status else data
 
-    async def apply(self, obj: Manifest, force: bool = True) -> Manifest:
+    async def apply(self, obj: Manifest, force: bool = True) -> tuple[Manifest, bool]:
+        """Server-side apply of a child; also says whether the apply created it (201) or changed it (200)."""
         res = BY_KIND.get(obj["kind"])
         if res is None:
             raise ValueError(f"unknown kind {obj['kind']}")
-        return await self.apply_to(res, obj, force=force)
+        meta = obj["metadata"]
+        query = {"fieldManager": FIELD_MANAGER}
+        if force:
+            query["force"] = "true"
+        data, status = await self.request(
+            "PATCH",
+            res.path(meta.get("namespace"), meta["name"]),
+            body=obj,
+            query=query,
+            content_type="application/apply-patch+yaml",
+            with_status=True,
+        )
+        return data, status == 201
 
     async def apply_to(
         self, res: Resource, obj: Manifest, subresource: str | None = None, force: bool = True
@@ -160,12 +174,9 @@ class Kube:
             query["force"] = "true"
         return await self.request("PATCH", path, body=obj, query=query, content_type="application/apply-patch+yaml")
 
-    async def get(self, res: Resource, namespace: str | None, name: str, cached: bool = False) -> Manifest | None:
-        """One object, or None. ``cached`` reads the API server's watch cache instead of etcd."""
+    async def get(self, res: Resource, namespace: str | None, name: str) -> Manifest | None:
         try:
-            return await self.request(
-                "GET", res.path(namespace, name), query={"resourceVersion": "0"} if cached else None
-            )
+            return await self.request("GET", res.path(namespace, name))
         except ApiError as err:
             if err.status == 404:
                 return None

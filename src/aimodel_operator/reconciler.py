@@ -108,6 +108,8 @@ class Controller:
         self._tasks: list[asyncio.Task] = []
         self._gate: asyncio.Event | None = None
         self._begin_task: asyncio.Task | None = None
+        # (kind, namespace, name) of children whose name turned out to belong to someone else.
+        self._strangers: set[tuple[str, str, str]] = set()
 
     # -- inputs ------------------------------------------------------------------
 
@@ -256,32 +258,40 @@ class Controller:
         informer = self.children[desired["kind"]]
         meta = model["metadata"]
         name = desired["metadata"]["name"]
+        conflict = ChildConflict(
+            f"{desired['kind']} {name} already exists and is not managed by this AIModel: rename or remove it"
+        )
+        stranger = (desired["kind"], meta["namespace"], name)
+        if stranger in self._strangers:
+            # Found to be someone else's before: look again (a rare path) until the name is free.
+            existing = await self.kube.get(informer.resource, meta["namespace"], name)
+            if existing is not None and not _controlled_by(existing, meta["uid"]):
+                raise conflict
+            self._strangers.discard(stranger)
         actual = informer.get(meta["namespace"], name)
-        if actual is None:
-            # Not among the objects we manage. Server-side apply would merge our fields into an
-            # object someone else made (and garbage collection would later delete it with the
-            # AIModel): look before writing, and never take over a stranger.
-            existing = await self.kube.get(informer.resource, meta["namespace"], name, cached=True)
-            if existing is not None:
-                if not _controlled_by(existing, meta["uid"]):
-                    raise ChildConflict(
-                        f"{desired['kind']} {name} already exists and is not managed by this AIModel: "
-                        "rename or remove it"
-                    )
-                actual = existing
         if not diff.needs_apply(desired, actual):
             return False
         try:
             # Force only over objects known to be ours: without it, a field another manager
             # set differently makes the apply fail rather than be overwritten.
-            result = await self.kube.apply(desired, force=actual is not None)
+            result, created = await self.kube.apply(desired, force=actual is not None)
         except ApiError as err:
             if err.status != 409:
                 raise
-            raise ChildConflict(
-                f"{desired['kind']} {name} already exists and is not managed by this AIModel: "
-                f"rename or remove it ({err})"
-            ) from err
+            raise conflict from err
+        if actual is None and not created:
+            # The object existed though none of ours has its name: server-side apply merged our
+            # fields into someone else's object (and garbage collection would delete it with the
+            # AIModel). Give back exactly what we added; never take over a stranger.
+            bare = {
+                "apiVersion": desired["apiVersion"],
+                "kind": desired["kind"],
+                "metadata": {"name": name, "namespace": meta["namespace"]},
+            }
+            await self.kube.apply(bare, force=False)
+            self._strangers.add(stranger)
+            informer.forget(meta["namespace"], name)
+            raise conflict
         informer.remember(result)
         return True
 

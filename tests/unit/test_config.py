@@ -29,6 +29,7 @@ MANAGER_RULES = {
     ("model.youxam.com", "aimodels/finalizers", "update"),
     *(("apps", "deployments", v) for v in ("get", "list", "watch", "create", "patch")),
     *(("", r, v) for r in ("serviceaccounts", "secrets") for v in ("get", "list", "watch", "create", "patch")),
+    ("", "secrets", "get"),
     *(("", "events", v) for v in ("list", "watch", "create", "patch")),
     ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
     ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
