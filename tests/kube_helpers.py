@@ -151,7 +151,12 @@ class OperatorProcess:
                 env=full_env,
                 cwd=REPO,
             )
-        wait_for("the operator's health endpoint", self.healthy, timeout=60)
+        try:
+            wait_for("the operator's health endpoint", self.healthy, timeout=60)
+        except BaseException:
+            # A process that never became healthy must not outlive the test.
+            self.stop()
+            raise
 
     def healthy(self) -> bool:
         import urllib.request
