@@ -27,7 +27,7 @@ from pathlib import Path
 
 from aimodel_operator import builders
 from aimodel_operator.kube import DEPLOYMENTS, EVENTS, Kube, Resource, load_configuration
-from aimodel_operator.reconciler import AIMODELS
+from aimodel_operator.statuswriter import AIMODELS
 from aimodel_operator.settings import Settings
 from devcluster.cluster import Cluster, free_port
 

@@ -152,19 +152,19 @@ class OperatorProcess:
                 cwd=REPO,
             )
         try:
-            wait_for("the operator's health endpoint", self.healthy, timeout=60)
+            wait_for("the operator's readiness (caches synced)", self.healthy, timeout=60)
         except BaseException:
             # A process that never became healthy must not outlive the test.
             self.stop()
             raise
 
-    def healthy(self) -> bool:
+    def healthy(self, path: str = "/readyz") -> bool:
         import urllib.request
 
         if self.proc is None or self.proc.poll() is not None:
             raise AssertionError(f"operator exited: {self.log_tail()}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2) as resp:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}{path}", timeout=2) as resp:
                 return resp.status == 200
         except OSError:
             return False

@@ -57,6 +57,9 @@ class Field:
     required: bool = False
 
 
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+
 SPEC_FIELDS: tuple[Field, ...] = (
     Field("type", {"type": "string", "enum": [t.value for t in ModelType]}, "Where the model runs.", required=True),
     Field(
@@ -88,11 +91,19 @@ SPEC_FIELDS: tuple[Field, ...] = (
             "type": "object",
             "required": ["name"],
             "properties": {
-                "name": {"type": "string", "minLength": 1, "maxLength": 253, "description": "Secret name."},
+                "name": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 253,
+                    # A Secret name (RFC 1123 subdomain): never a path that could reach elsewhere.
+                    "pattern": DNS_SUBDOMAIN_PATTERN,
+                    "description": "Secret name.",
+                },
                 "key": {
                     "type": "string",
                     "minLength": 1,
                     "maxLength": 253,
+                    "pattern": SECRET_KEY_PATTERN,
                     "default": DEFAULT_API_KEY_SECRET_KEY,
                     "description": "Key in the Secret.",
                 },

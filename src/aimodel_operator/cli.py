@@ -23,7 +23,7 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("BIND_ADDRESS", "127.0.0.1"),
         help="address of the health and metrics endpoints",
     )
-    run.add_argument("--health-port", type=int, default=8081, help="serves /healthz")
+    run.add_argument("--health-port", type=int, default=8081, help="serves /healthz (alive) and /readyz (synced)")
     run.add_argument("--metrics-port", type=int, default=8080, help="serves Prometheus /metrics (0 disables)")
     run.add_argument("--workers", type=int, default=32, help="AIModels reconciled concurrently")
     run.add_argument("--resync", type=float, default=300.0, help="seconds between full resyncs")
@@ -32,6 +32,13 @@ def _parser() -> argparse.ArgumentParser:
         "--leader-election-namespace",
         default=os.environ.get("POD_NAMESPACE", "default"),
         help="namespace of the leader-election Lease",
+    )
+    run.add_argument(
+        "--watch-idle-timeout",
+        type=float,
+        default=float(os.environ.get("WATCH_IDLE_TIMEOUT", "90")),
+        help="seconds without a byte (not even a bookmark) after which a watch is taken for dead and "
+        "watched again (0: never)",
     )
     run.add_argument("--log-format", choices=["plain", "json"], default="plain")
     run.add_argument("--verbose", action="store_true")
@@ -48,20 +55,23 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    import kopf
+    from . import logs
 
-    from . import handlers  # noqa: F401 - registers the kopf handlers
+    logs.configure(args.log_format, args.verbose)
+    try:
+        return asyncio.run(_run(args))
+    except KeyboardInterrupt:
+        return 0
+
+
+async def _run(args: argparse.Namespace) -> int:
+    """Serve health first, then fill the caches, then (as leader) reconcile, until a signal or a lost lease."""
+    from .controller import Controller
+    from .health import HealthServer
+    from .kube import Kube, load_configuration
     from .leader import LeaderElector
 
-    kopf.configure(
-        verbose=args.verbose,
-        log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN,
-        log_prefix=False,
-    )
-    # kopf logs every handler call and probe at INFO, aiohttp every /healthz request;
-    # the operator logs what it does itself and is quiet when nothing happens.
-    for name in ("kopf.objects", "kopf.activities.probe", "aiohttp.access"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    log = logging.getLogger("aimodel_operator")
     instance = os.environ.get("POD_NAME") or socket.gethostname()
     stop = asyncio.Event()
     exit_code = 0
@@ -71,33 +81,68 @@ def run(args: argparse.Namespace) -> int:
         exit_code = 1
         stop.set()
 
-    memo = kopf.Memo(
-        settings=Settings.from_env(),
-        instance=instance,
-        workers=args.workers,
-        resync=args.resync,
-        elector=LeaderElector(args.leader_election_namespace, "aimodel-operator-leader", instance, lost)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    controller: Controller | None = None
+    elector = (
+        LeaderElector(args.leader_election_namespace, "aimodel-operator-leader", instance, lost)
         if args.leader_elect
-        else None,
+        else None
     )
+
+    def alive() -> str | None:
+        tasks = [] if controller is None else controller.failed_tasks()
+        if elector is not None and elector.task is not None and elector.task.done() and not stop.is_set():
+            tasks.append("leader-election")
+        # Liveness fails and the kubelet restarts the operator: better than running half-dead.
+        return f"background tasks ended: {', '.join(tasks)}" if tasks else None
+
+    def ready() -> str | None:
+        if controller is None or not controller.synced.is_set():
+            return "caches are not synced yet"
+        return alive()
+
+    health = HealthServer(args.bind_address, args.health_port, alive, ready)
+    await health.start()
     if args.metrics_port:
         from prometheus_client import start_http_server
 
         start_http_server(args.metrics_port, addr=args.bind_address)
 
-    async def main_async() -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await kopf.operator(
-            clusterwide=True,
-            standalone=True,
-            memo=memo,
-            stop_flag=stop,
-            liveness_endpoint=f"http://{args.bind_address}:{args.health_port}/healthz",
-        )
-
-    asyncio.run(main_async())
+    cfg = await load_configuration()
+    kube = Kube(cfg, write_gate=elector.write_window if elector is not None else None)
+    # Lease renewals get a connection of their own: a burst of reconciles cannot delay them.
+    lease_kube = Kube(cfg, pool_size=2) if elector is not None else None
+    controller = Controller(
+        kube,
+        Settings.from_env(),
+        instance=instance,
+        workers=args.workers,
+        resync=args.resync,
+        watch_idle=args.watch_idle_timeout or None,
+    )
+    if elector is not None and lease_kube is not None:
+        elector.start(lease_kube)
+    starting = asyncio.create_task(controller.start(gate=elector.leading if elector is not None else None))
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait([starting, stopping], return_when=asyncio.FIRST_COMPLETED)
+    if starting.done() and starting.exception() is not None:
+        log.error("start failed: %r", starting.exception())
+        exit_code = 1
+    else:
+        await stop.wait()
+    log.info("stopping")
+    starting.cancel()
+    await controller.stop()
+    if elector is not None:
+        await elector.release()
+    await kube.close()
+    if lease_kube is not None:
+        await lease_kube.close()
+    await health.stop()
+    log.info("stopped")
     return exit_code
 
 

@@ -1,4 +1,11 @@
-"""List-then-watch caches of the objects the operator reads, so reconciles need no GETs."""
+"""List-then-watch caches: the one machinery through which the operator reads every kind.
+
+An informer lists (page by page), then watches from the list's
+resourceVersion, and lists again when the watch history is gone, the stream
+fails or goes silent. A relist reports as DELETED whatever vanished while no
+watch was running, so nothing that is gone stays in memory. Objects are kept
+as compact JSON; a kind that needs no cache (Events) keeps nothing at all.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +15,16 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from .kube import ApiError, Kube, Manifest, Resource, sleep_backoff
+from .kube import ApiError, Kube, Manifest, Resource, WatchIdle, sleep_backoff
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[str, Manifest], None]
+Key = tuple[str, str]
+
+# How many times in a row discovery must say that an optional kind is gone
+# (at ``absent_retry`` intervals) before a kind that was served is taken as uninstalled.
+ABSENCE_CONFIRMATIONS = 3
 
 
 def rv_int(obj: Manifest) -> int:
@@ -30,6 +42,11 @@ def strip(obj: Manifest) -> Manifest:
     return obj
 
 
+def key_of(obj: Manifest) -> Key:
+    meta = obj["metadata"]
+    return meta.get("namespace", ""), meta["name"]
+
+
 class Informer:
     def __init__(
         self,
@@ -39,6 +56,9 @@ class Informer:
         transform: Callable[[Manifest], Manifest] = strip,
         absent_retry: float = 10.0,
         optional: bool = False,
+        keep: bool = True,
+        idle: float | None = 90.0,
+        page_size: int = 500,
         **selectors: str,
     ) -> None:
         self.kube = kube
@@ -47,33 +67,76 @@ class Informer:
         self.transform = transform
         self.selectors = selectors
         self.absent_retry = absent_retry
-        # An optional kind (KEDA's) may also be forbidden to us: that, too, means "not available".
+        # An optional kind (KEDA's) may be missing from the API, or forbidden to us.
         self.optional = optional
+        # Without a cache, a relist delivers every object again as ADDED and reports no deletions.
+        self.keep = keep
+        self.idle = idle
+        self.page_size = page_size
         # Objects kept as compact JSON with their resourceVersion: a parsed dict costs
         # ten times the memory, and a reconcile parses only the few it reads.
-        self.store: dict[tuple[str, str], tuple[int, bytes]] = {}
+        self.store: dict[Key, tuple[int, bytes]] = {}
         self.synced = asyncio.Event()
-        # None until the first list answers; False while the API does not serve the kind (CRD missing).
+        # None until decided; False while the API does not serve the kind (CRD missing).
         self.available: bool | None = None
         self.on_availability: Callable[[bool], None] | None = None
+        self._absent_seen = 0
+        self.relists = 0
+
+    # -- the cache ---------------------------------------------------------------
 
     def get(self, namespace: str, name: str) -> Manifest | None:
         entry = self.store.get((namespace, name))
         return json.loads(entry[1]) if entry is not None else None
 
-    def _put(self, key: tuple[str, str], obj: Manifest) -> None:
-        self.store[key] = (rv_int(obj), json.dumps(self.transform(obj), separators=(",", ":")).encode())
+    def __iter__(self):
+        """The keys of what is cached, as a snapshot (safe while the cache changes)."""
+        return iter(list(self.store))
 
-    def remember(self, obj: Manifest) -> None:
-        """Store an object we just wrote, unless the watch already brought a newer one."""
-        meta = obj["metadata"]
-        key = (meta.get("namespace", ""), meta["name"])
+    def __contains__(self, key: Key) -> bool:
+        return key in self.store
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def _encode(self, obj: Manifest) -> tuple[int, bytes]:
+        return rv_int(obj), json.dumps(self.transform(obj), separators=(",", ":")).encode()
+
+    def remember(self, obj: Manifest) -> bool:
+        """Store an object we just wrote, unless the watch already brought a newer one. True when stored."""
+        key = key_of(obj)
         current = self.store.get(key)
-        if current is None or rv_int(obj) >= current[0]:
-            self._put(key, obj)
+        if current is None or rv_int(obj) > current[0]:
+            self.store[key] = self._encode(obj)
+            return True
+        return False
 
     def forget(self, namespace: str, name: str) -> None:
         self.store.pop((namespace, name), None)
+
+    # -- events --------------------------------------------------------------------
+
+    def _apply(self, kind: str, obj: Manifest) -> None:
+        key = key_of(obj)
+        if kind == "DELETED":
+            if self.store.pop(key, None) is None and self.keep:
+                return
+        elif self.keep:
+            current = self.store.get(key)
+            # Not newer than what we hold: the echo of our own write (remembered from its
+            # response) or a stale event. Nothing to store, nothing to react to.
+            if current is not None and current[0] >= rv_int(obj):
+                return
+            self.store[key] = self._encode(obj)
+        self._notify(kind, obj)
+
+    def _notify(self, kind: str, obj: Manifest) -> None:
+        if self.handler is None:
+            return
+        try:
+            self.handler(kind, obj)
+        except Exception:
+            log.exception("kind=%s handler failed", self.resource.kind)
 
     def _set_available(self, value: bool) -> None:
         changed = self.available is not None and self.available != value
@@ -81,19 +144,7 @@ class Informer:
         if changed and self.on_availability:
             self.on_availability(value)
 
-    def _apply(self, kind: str, obj: Manifest) -> None:
-        meta = obj["metadata"]
-        key = (meta.get("namespace", ""), meta["name"])
-        if kind == "DELETED":
-            self.store.pop(key, None)
-        else:
-            current = self.store.get(key)
-            # Not newer than what we hold: the echo of our own write (remembered from its
-            # response) or a stale event. Nothing to store, nothing to react to.
-            if current is not None and current[0] >= rv_int(obj):
-                return
-            self._put(key, obj)
-        self._notify(kind, obj)
+    # -- the loop --------------------------------------------------------------------
 
     async def run(self) -> None:
         """List, then watch; relist when the history is gone. Never ends but by cancellation.
@@ -105,12 +156,11 @@ class Informer:
         failures = 0
         while True:
             try:
-                listing = await self.kube.list(self.resource, **self.selectors)
+                rv = await self._list()
             except asyncio.CancelledError:
                 raise
             except ApiError as err:
-                if err.status == 404 or (err.status == 403 and self.optional):
-                    self._absent(err)
+                if self.optional and err.status in (403, 404) and await self._confirm_absent(err):
                     await asyncio.sleep(self.absent_retry)
                     continue
                 failures += 1
@@ -122,63 +172,101 @@ class Informer:
                 log.warning("kind=%s list failed: %r", self.resource.kind, err)
                 await sleep_backoff(failures)
                 continue
+            self._absent_seen = 0
             self._set_available(True)
-            self._replace(listing.get("items", []))
             self.synced.set()
-            if await self._watch(listing["metadata"]["resourceVersion"]):
+            if await self._watch(rv):
                 failures = 0
             else:
                 failures += 1
                 await sleep_backoff(failures)
 
-    def _absent(self, err: ApiError) -> None:
+    async def _confirm_absent(self, err: ApiError) -> bool:
+        """Is the kind really not there for us? Only discovery, asked again and again, says so.
+
+        One failed list proves nothing (an API server restarting, a webhook, a
+        proxy): while the kind was served, it stays available until discovery
+        has said ``ABSENCE_CONFIRMATIONS`` times in a row that it is gone, or
+        the list was forbidden as many times (our RBAC does not cover it).
+        """
+        if err.status == 404:
+            served = await self.kube.served(self.resource)
+            if served is None or served:
+                self._absent_seen = 0
+                return False
+        self._absent_seen += 1
+        needed = 1 if self.available is None else ABSENCE_CONFIRMATIONS
+        if self._absent_seen < needed:
+            log.info(
+                "kind=%s list refused (%s), absence seen %d/%d",
+                self.resource.kind,
+                err.status,
+                self._absent_seen,
+                needed,
+            )
+            await asyncio.sleep(self.absent_retry / ABSENCE_CONFIRMATIONS)
+            return True
         if self.available is not False:
             log.info("kind=%s available=false reason=%s", self.resource.kind, err.status)
-        self._set_available(False)
-        self.store.clear()
-        self.synced.set()
-
-    def _replace(self, items: list[Manifest]) -> None:
-        fresh = {}
-        for item in items:
-            item.setdefault("apiVersion", self.resource.api_version)
-            item.setdefault("kind", self.resource.kind)
-            meta = item["metadata"]
-            fresh[(meta.get("namespace", ""), meta["name"])] = item
-        for key in [key for key in self.store if key not in fresh]:
+        for key in list(self.store):
             _, raw = self.store.pop(key)
             self._notify("DELETED", json.loads(raw))
-        for item in fresh.values():
-            self._apply("ADDED", item)
+        self._set_available(False)
+        self.synced.set()
+        return True
 
-    def _notify(self, kind: str, obj: Manifest) -> None:
-        if self.handler is None:
-            return
-        try:
-            self.handler(kind, obj)
-        except Exception:
-            log.exception("kind=%s handler failed", self.resource.kind)
+    async def _list(self) -> str:
+        """List every page into the cache; report what changed and what is gone. Returns the list's resourceVersion.
+
+        Pages are applied as they come, so a list of any size never exists in
+        memory at once; what was not listed is gone and reported DELETED.
+        """
+        seen: set[Key] = set()
+        rv = ""
+        async for page in self.kube.list(self.resource, limit=self.page_size, **self.selectors):
+            rv = page["metadata"]["resourceVersion"]
+            for item in page.get("items") or []:
+                item.setdefault("apiVersion", self.resource.api_version)
+                item.setdefault("kind", self.resource.kind)
+                if self.keep:
+                    seen.add(key_of(item))
+                self._apply("ADDED", item)
+        self.relists += 1
+        for key in [key for key in self.store if key not in seen]:
+            _, raw = self.store.pop(key)
+            self._notify("DELETED", json.loads(raw))
+        return rv
 
     async def _watch(self, rv: str) -> bool:
         """Follow changes from ``rv`` until the history is gone or the stream fails.
 
-        True when the watch ended normally (timeout or 410 Gone: relist at once),
-        False on a failure (the caller backs off before relisting).
+        True when the watch ended normally (410 Gone: relist at once), False on
+        a failure (the caller backs off before relisting). A stream the server
+        ends, or one that stays silent past ``idle``, is watched again from
+        the last resourceVersion seen: nothing is missed, nothing relisted.
         """
         while True:
             try:
-                async for event in self.kube.watch(self.resource, rv, **self.selectors):
-                    kind, obj = event["type"], event["object"]
+                async for event in self.kube.watch(self.resource, rv, idle=self.idle, **self.selectors):
+                    kind, obj = event.get("type"), event.get("object") or {}
                     if kind == "ERROR":
                         if obj.get("code") == 410:
                             return True
                         log.warning("kind=%s watch error: %s", self.resource.kind, obj.get("message"))
                         return False
+                    if kind not in ("ADDED", "MODIFIED", "DELETED", "BOOKMARK"):
+                        log.warning("kind=%s unexpected watch event %r", self.resource.kind, kind)
+                        return False
                     rv = obj["metadata"]["resourceVersion"]
                     if kind != "BOOKMARK":
+                        obj.setdefault("apiVersion", self.resource.api_version)
+                        obj.setdefault("kind", self.resource.kind)
                         self._apply(kind, obj)
             except asyncio.CancelledError:
                 raise
+            except WatchIdle as err:
+                log.info("kind=%s %s; watching again", self.resource.kind, err)
+                continue
             except ApiError as err:
                 if err.status == 410:
                     return True
@@ -189,11 +277,19 @@ class Informer:
                 return False
 
 
-def owner_key(obj: Manifest, kind: str = "AIModel") -> tuple[str, str] | None:
+def owner_key(obj: Manifest, kind: str = "AIModel") -> Key | None:
     meta = obj.get("metadata", {})
     for ref in meta.get("ownerReferences") or []:
         if ref.get("kind") == kind and ref.get("controller"):
             return meta.get("namespace", ""), ref["name"]
+    return None
+
+
+def controller_uid(obj: Manifest | None) -> str | None:
+    """The uid of the object's controller (its controlling owner reference), if any."""
+    for ref in ((obj or {}).get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return ref.get("uid")
     return None
 
 

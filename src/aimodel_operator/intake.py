@@ -41,14 +41,33 @@ def parse(event: Manifest) -> tuple[Key, Report] | None:
     # Role lets it write events there, and nowhere else.
     if involved.get("namespace", namespace) != namespace or not involved.get("name"):
         return None
-    report = Report(rv_int(event), event["reason"], bound(str(event.get("message") or "")))
+    related = event.get("related") or {}
+    pod = related.get("name", "") if related.get("kind") == "Pod" else ""
+    report = Report(rv_int(event), event["reason"], bound(str(event.get("message") or "")), pod=str(pod))
     return (namespace, involved["name"]), report
 
 
+def replica_set_of(pod: str) -> str:
+    """The ReplicaSet a Deployment's pod belongs to: its name without the last dash-separated part."""
+    return pod.rsplit("-", 1)[0] if "-" in pod else ""
+
+
+# Reports kept per AIModel: one per ReplicaSet they came from (and one without a pod), newest first.
+KEPT_PER_MODEL = 4
+
+
 class Intake:
+    """The newest report per AIModel and per ReplicaSet of its workers.
+
+    A report names its pod (the SDK sets ``related``); during a rollout the
+    pods of an older ReplicaSet may still report an error the new spec
+    fixed, so the reconcile asks for the newest report that does not come
+    from a replaced ReplicaSet. Reports without a pod always count.
+    """
+
     def __init__(self, on_report: Callable[[Key], None]) -> None:
         self.on_report = on_report
-        self.latest: dict[Key, Report] = {}
+        self.latest: dict[Key, dict[str, Report]] = {}
 
     def handle(self, kind: str, event: Manifest) -> None:
         # A deleted event (TTL) does not undo a report: status remembers it.
@@ -58,20 +77,35 @@ class Intake:
         if parsed is None:
             return
         key, report = parsed
-        known = self.latest.get(key)
+        by_rs = self.latest.setdefault(key, {})
+        rs = replica_set_of(report.pod)
+        known = by_rs.get(rs)
         if known is not None and known.resource_version >= report.resource_version:
             return
-        self.latest[key] = report
+        by_rs[rs] = report
+        if len(by_rs) > KEPT_PER_MODEL:
+            oldest = min(by_rs, key=lambda r: by_rs[r].resource_version)
+            del by_rs[oldest]
         metrics.WORKER_REPORTS.labels(reason=report.reason).inc()
-        log.debug("report namespace=%s name=%s reason=%s", key[0], key[1], report.reason)
+        log.debug("report namespace=%s name=%s reason=%s pod=%s", key[0], key[1], report.reason, report.pod)
         self.on_report(key)
 
-    def get(self, key: Key) -> Report | None:
-        return self.latest.get(key)
+    def get(self, key: Key, replaced: Callable[[str], bool] | None = None) -> Report | None:
+        """The newest report on ``key`` that does not come from a ReplicaSet ``replaced`` says is old."""
+        best = None
+        for rs, report in (self.latest.get(key) or {}).items():
+            if rs and replaced is not None and replaced(rs):
+                continue
+            if best is None or report.resource_version > best.resource_version:
+                best = report
+        return best
 
-    def prune(self, known: set[Key]) -> None:
+    def drop(self, key: Key) -> None:
+        self.latest.pop(key, None)
+
+    def prune(self, known: Callable[[Key], bool]) -> None:
         """Forget reports about AIModels that do not exist (anymore)."""
-        for key in [k for k in self.latest if k not in known]:
+        for key in [k for k in self.latest if not known(k)]:
             del self.latest[key]
 
 

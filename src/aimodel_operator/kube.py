@@ -8,10 +8,11 @@ the operator's single field manager.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -30,8 +31,12 @@ class ApiError(Exception):
     def __init__(self, status: int, body: Any, method: str, path: str) -> None:
         self.status = status
         self.body = body
-        message = body.get("message") if isinstance(body, dict) else str(body)[:300]
-        super().__init__(f"{method} {path}: HTTP {status}: {message}")
+        self.message = str(body.get("message") if isinstance(body, dict) else str(body)[:300])
+        super().__init__(f"{method} {path}: HTTP {status}: {self.message}")
+
+    @property
+    def reason(self) -> str:
+        return str(self.body.get("reason") or "") if isinstance(self.body, dict) else ""
 
     @property
     def namespace_terminating(self) -> bool:
@@ -56,13 +61,24 @@ class Resource:
     def path(self, namespace: str | None = None, name: str | None = None, subresource: str | None = None) -> str:
         base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
         if namespace:
-            base += f"/namespaces/{quote(namespace)}"
+            base += f"/namespaces/{segment(namespace)}"
         base += f"/{self.plural}"
         if name:
-            base += f"/{quote(name)}"
+            base += f"/{segment(name)}"
         if subresource:
             base += f"/{subresource}"
         return base
+
+
+def segment(value: str) -> str:
+    """One path segment, every reserved character escaped: a name can never climb to another path."""
+    if value in (".", ".."):
+        raise ValueError(f"invalid name {value!r}")
+    return quote(value, safe="")
+
+
+class NotLeading(Exception):
+    """A write refused because this instance may not write (leadership lost or about to lapse)."""
 
 
 DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment")
@@ -73,6 +89,7 @@ SECRETS = Resource("", "v1", "secrets", "Secret")
 EVENTS = Resource("", "v1", "events", "Event")
 SCALED_OBJECTS = Resource("keda.sh", "v1alpha1", "scaledobjects", "ScaledObject")
 TRIGGER_AUTHS = Resource("keda.sh", "v1alpha1", "triggerauthentications", "TriggerAuthentication")
+REPLICA_SETS = Resource("apps", "v1", "replicasets", "ReplicaSet")
 LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
 
 BY_KIND = {
@@ -102,10 +119,22 @@ async def load_configuration(context: str | None = None) -> client.Configuration
     return cfg
 
 
+WriteGate = Callable[[], float | None]
+
+
 class Kube:
-    def __init__(self, cfg: client.Configuration, pool_size: int = 64) -> None:
+    """API access. ``write_gate`` says for how many more seconds writes are allowed (None: forever).
+
+    Leader election sets it: every write, also one already on its way through
+    a reconcile, is checked just before it is sent and must finish before
+    the lease could be taken over.
+    """
+
+    def __init__(self, cfg: client.Configuration, pool_size: int = 64, write_gate: WriteGate | None = None) -> None:
+        cfg = copy.copy(cfg)
         cfg.connection_pool_maxsize = pool_size
         self._api = client.ApiClient(cfg)
+        self.write_gate = write_gate
 
     async def close(self) -> None:
         await self._api.close()
@@ -120,6 +149,12 @@ class Kube:
         timeout: float = 30,
         with_status: bool = False,
     ) -> Any:
+        if method != "GET" and self.write_gate is not None:
+            left = self.write_gate()
+            if left is not None:
+                if left <= 0:
+                    raise NotLeading(f"{method} {path}: not leading")
+                timeout = min(timeout, left)
         resp = await self._api.call_api(
             path,
             method,
@@ -198,13 +233,46 @@ class Kube:
     async def create(self, res: Resource, namespace: str | None, obj: Manifest) -> Manifest:
         return await self.request("POST", res.path(namespace), body=obj)
 
-    async def list(self, res: Resource, **query: str) -> Manifest:
-        return await self.request("GET", res.path(), query=query, timeout=120)
+    async def list(self, res: Resource, limit: int = 500, **query: str) -> AsyncIterator[Manifest]:
+        """The pages of a list, ``limit`` objects each: memory stays bounded however many there are."""
+        token = ""
+        while True:
+            params = {**query, "limit": str(limit)}
+            if token:
+                params["continue"] = token
+            page = await self.request("GET", res.path(), query=params, timeout=120)
+            yield page
+            token = (page.get("metadata") or {}).get("continue") or ""
+            if not token:
+                return
+
+    async def served(self, res: Resource) -> bool | None:
+        """Does API discovery list the resource? None when discovery itself failed."""
+        path = f"/apis/{res.group}/{res.version}" if res.group else f"/api/{res.version}"
+        try:
+            doc = await self.request("GET", path, timeout=10)
+        except ApiError as err:
+            if err.status == 404:
+                return False
+            return None
+        except (TimeoutError, OSError):
+            return None
+        return any(r.get("name") == res.plural for r in (doc or {}).get("resources") or [])
 
     async def watch(
-        self, res: Resource, resource_version: str, timeout: int = 300, namespace: str | None = None, **query: str
+        self,
+        res: Resource,
+        resource_version: str,
+        timeout: int = 300,
+        namespace: str | None = None,
+        idle: float | None = None,
+        **query: str,
     ) -> AsyncIterator[Manifest]:
-        """Yield watch events ({type, object}) until the server ends the stream."""
+        """Yield watch events ({type, object}) until the server ends the stream.
+
+        A stream that brings nothing, not even a bookmark, for ``idle`` seconds
+        is taken for a dead (half-open) connection: WatchIdle is raised.
+        """
         params = {
             **query,
             "watch": "true",
@@ -231,7 +299,13 @@ class Kube:
                 raise ApiError(resp.status, body, "WATCH", res.path())
             # Lines can exceed aiohttp's readline limit: split the stream ourselves.
             buffer = b""
-            async for chunk in resp.content.iter_any():
+            while True:
+                try:
+                    chunk = await asyncio.wait_for(resp.content.readany(), idle)
+                except TimeoutError:
+                    raise WatchIdle(f"watch {res.path()}: nothing for {idle:.0f}s") from None
+                if not chunk:
+                    return
                 buffer += chunk
                 *lines, buffer = buffer.split(b"\n")
                 for line in lines:
@@ -239,6 +313,10 @@ class Kube:
                         yield json.loads(line)
         finally:
             resp.release()
+
+
+class WatchIdle(Exception):
+    """A watch stream went silent for longer than the server's bookmarks allow."""
 
 
 async def sleep_backoff(attempt: int, base: float = 0.2, cap: float = 30.0) -> None:

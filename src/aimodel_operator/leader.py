@@ -1,8 +1,18 @@
 """Lease-based leader election, so two operator replicas never both act.
 
-Followers keep their caches warm and take over within one lease duration.
-A leader that cannot renew stops the process: acting on a lost lease would
-let two replicas write at once.
+It follows client-go's rules:
+
+- a lease held by another is taken only after it has not changed for its
+  whole duration *as measured by our own monotonic clock* from the moment we
+  saw it change; the holder's ``renewTime`` is never compared with our
+  clock, so a skewed clock cannot steal a live lease;
+- the leader may write only until ``renew_deadline`` after the start of its
+  last successful renewal (shorter than the lease duration); every write
+  checks that, and its timeout ends there, so no write of an old leader can
+  land after a follower could have taken over;
+- renewals use their own connection, so a burst of reconciles cannot delay them.
+
+A leader that cannot renew in time stops writing at once and ends the process.
 """
 
 from __future__ import annotations
@@ -10,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable
 
 from .kube import LEASES, ApiError, Kube
@@ -17,18 +28,8 @@ from .kube import LEASES, ApiError, Kube
 log = logging.getLogger(__name__)
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 def _fmt(t: dt.datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _parse(value: str | None) -> dt.datetime | None:
-    if not value:
-        return None
-    return dt.datetime.strptime(value.replace("Z", "+0000"), "%Y-%m-%dT%H:%M:%S.%f%z")
 
 
 class LeaderElector:
@@ -38,38 +39,66 @@ class LeaderElector:
         name: str,
         identity: str,
         on_lost: Callable[[], None],
-        lease_seconds: int = 15,
-        renew_seconds: float = 5,
+        lease_seconds: float = 15,
+        renew_deadline: float = 10,
+        retry_period: float = 2,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        assert renew_deadline < lease_seconds
         self.namespace = namespace
         self.name = name
         self.identity = identity
         self.on_lost = on_lost
         self.lease_seconds = lease_seconds
-        self.renew_seconds = renew_seconds
+        self.renew_deadline = renew_deadline
+        self.retry_period = retry_period
+        self.clock = clock
         self.leading = asyncio.Event()
         self._kube: Kube | None = None
         self._task: asyncio.Task | None = None
+        # The last lease record seen, and when (our clock) we saw it change.
+        self._observed: tuple | None = None
+        self._observed_at = 0.0
+        # Start of our last successful renewal: writes are allowed until it plus renew_deadline.
+        self._renewed_at: float | None = None
+
+    def write_window(self) -> float:
+        """Seconds this instance may still write (0 or less: it may not)."""
+        if not self.leading.is_set() or self._renewed_at is None:
+            return 0.0
+        return self._renewed_at + self.renew_deadline - self.clock()
 
     def start(self, kube: Kube) -> None:
+        """Run the election on ``kube``, a client of its own (not shared with reconciles)."""
         self._kube = kube
         self._task = asyncio.create_task(self._run(), name="leader-election")
 
+    @property
+    def task(self) -> asyncio.Task | None:
+        return self._task
+
+    def _observe(self, spec: dict) -> None:
+        record = (spec.get("holderIdentity"), spec.get("renewTime"), spec.get("leaseDurationSeconds"))
+        if record != self._observed:
+            self._observed = record
+            self._observed_at = self.clock()
+
     async def _try(self) -> bool:
         assert self._kube is not None
+        started = self.clock()
         lease = await self._kube.get(LEASES, self.namespace, self.name)
-        now = _now()
         spec = (lease or {}).get("spec") or {}
         holder = spec.get("holderIdentity")
-        renewed = _parse(spec.get("renewTime"))
+        self._observe(spec)
         duration = spec.get("leaseDurationSeconds") or self.lease_seconds
-        if holder and holder != self.identity and renewed and (now - renewed).total_seconds() < duration:
+        if holder and holder != self.identity and self.clock() < self._observed_at + duration:
             return False
+        now = _fmt(dt.datetime.now(dt.UTC))
         new_spec = {
             "holderIdentity": self.identity,
-            "leaseDurationSeconds": self.lease_seconds,
-            "renewTime": _fmt(now),
-            "acquireTime": spec.get("acquireTime") if holder == self.identity else _fmt(now),
+            "leaseDurationSeconds": int(self.lease_seconds),
+            "renewTime": now,
+            "acquireTime": spec.get("acquireTime") if holder == self.identity else now,
             "leaseTransitions": (spec.get("leaseTransitions") or 0) + (0 if holder == self.identity else 1),
         }
         body = {
@@ -89,40 +118,36 @@ class LeaderElector:
             if err.status == 409:
                 return False
             raise
+        self._observe(new_spec)
+        self._renewed_at = started
         return True
 
     async def _run(self) -> None:
-        last_renew = None
         while True:
             try:
-                # A renewal slower than the renew period is a failed one: the lease must not
-                # lapse while we still believe we lead.
-                ok = await asyncio.wait_for(self._try(), timeout=self.renew_seconds)
+                # A renewal slower than the retry period is a failed one.
+                ok = await asyncio.wait_for(self._try(), timeout=max(self.retry_period, 1.0))
             except asyncio.CancelledError:
                 raise
             except Exception as err:
                 log.warning("lease renewal failed: %r", err)
                 ok = False
-            now = asyncio.get_running_loop().time()
-            if ok:
-                last_renew = now
-                if not self.leading.is_set():
-                    log.info(
-                        "leader election: acquired lease=%s/%s identity=%s", self.namespace, self.name, self.identity
-                    )
-                    self.leading.set()
-            elif self.leading.is_set() and (last_renew is None or now - last_renew > self.lease_seconds * 0.66):
+            if ok and not self.leading.is_set():
+                log.info("leader election: acquired lease=%s/%s identity=%s", self.namespace, self.name, self.identity)
+                self.leading.set()
+            elif self.leading.is_set() and self.write_window() <= 0:
                 log.error("leader election: lost lease=%s/%s; stopping", self.namespace, self.name)
-                # Workers wait on this before every reconcile: none starts from now on.
+                # Workers wait on this before every reconcile, and every write checks the window.
                 self.leading.clear()
                 self.on_lost()
                 return
-            await asyncio.sleep(self.renew_seconds if self.leading.is_set() else self.renew_seconds / 2)
+            await asyncio.sleep(self.retry_period)
 
     async def release(self) -> None:
+        """Hand the lease back on shutdown, if we still hold it and may still write."""
         if self._task is not None:
             self._task.cancel()
-        if not self.leading.is_set() or self._kube is None:
+        if self._kube is None or self.write_window() <= 0:
             return
         try:
             lease = await self._kube.get(LEASES, self.namespace, self.name)
@@ -132,3 +157,4 @@ class LeaderElector:
                 await self._kube.request("PUT", LEASES.path(self.namespace, self.name), body=lease)
         except Exception as err:
             log.warning("lease release failed: %r", err)
+        self.leading.clear()

@@ -18,3 +18,6 @@ WORKER_REPORTS = Counter(
 )
 QUEUE_DEPTH = Gauge("aimodel_operator_queue_depth", "AIModels waiting to be reconciled.")
 MODELS = Gauge("aimodel_operator_aimodels", "AIModels known to the operator.")
+RESYNC_CPU_SECONDS = Counter(
+    "aimodel_operator_resync_cpu_seconds", "CPU time spent queueing every AIModel on the periodic resyncs."
+)

@@ -9,7 +9,7 @@ import secrets
 
 from . import api
 from .builders import Manifest
-from .kube import EVENTS, Kube
+from .kube import EVENTS, Kube, NotLeading
 from .settings import COMPONENT
 from .status import bound, now
 
@@ -30,6 +30,10 @@ class Recorder:
         self.senders = senders
         self._queue: asyncio.Queue[tuple[Manifest, str, str, str]] = asyncio.Queue(capacity)
         self._tasks: list[asyncio.Task] = []
+
+    @property
+    def tasks(self) -> list[asyncio.Task]:
+        return list(self._tasks)
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._send(), name=f"events-{n}") for n in range(self.senders)]
@@ -78,6 +82,8 @@ class Recorder:
             await self.kube.create(EVENTS, meta["namespace"], body)
         except asyncio.CancelledError:
             raise
+        except NotLeading:
+            log.debug("event not posted (not leading) namespace=%s name=%s", meta["namespace"], meta["name"])
         except Exception as err:
             log.warning(
                 "event not posted namespace=%s name=%s reason=%s: %s", meta["namespace"], meta["name"], reason, err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,8 @@ class Report:
     resource_version: int
     reason: str
     message: str
+    # The reporting pod, when the event names it (``related``).
+    pod: str = ""
 
     @property
     def text(self) -> str:
@@ -42,9 +45,14 @@ class Condition:
     message: str
 
 
+# Control characters (but tab and newline) and lone surrogates: they garble terminals
+# and can make a status write invalid.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
 def bound(text: str, limit: int = MAX_MESSAGE) -> str:
-    """Keep status messages small enough never to break a status write."""
-    text = text.replace("\x00", "")
+    """Keep status messages printable and small enough never to break a status write."""
+    text = _UNPRINTABLE.sub("\ufffd", text)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

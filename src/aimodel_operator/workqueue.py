@@ -1,4 +1,9 @@
-"""A keyed work queue: one reconcile per key at a time, repeated triggers collapse into one."""
+"""A keyed work queue: one reconcile per key at a time, repeated triggers collapse into one.
+
+Like client-go's rate-limited queue it also holds each key's retry state:
+``add_rate_limited`` re-queues after a delay that doubles with every failure
+in a row, ``forget`` clears it after a success, ``num_requeues`` tells it.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,10 @@ Key = tuple[str, str]
 
 
 class WorkQueue:
-    def __init__(self) -> None:
+    def __init__(self, base_delay: float = 0.5, max_delay: float = 300.0) -> None:
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self._failures: dict[Key, int] = {}
         self._queue: asyncio.Queue[Key] = asyncio.Queue()
         self._queued: set[Key] = set()
         self._active: set[Key] = set()
@@ -54,7 +62,24 @@ class WorkQueue:
             self._dirty.discard(key)
             self.add(key)
 
+    def add_rate_limited(self, key: Key, max_delay: float | None = None) -> float:
+        """Re-queue after a failure; the delay doubles with each failure in a row. Returns the delay."""
+        attempt = self._failures.get(key, 0)
+        self._failures[key] = attempt + 1
+        delay = min(max_delay or self.max_delay, self.base_delay * 2 ** min(attempt, 30))
+        self.add_after(key, delay)
+        return delay
+
+    def num_requeues(self, key: Key) -> int:
+        return self._failures.get(key, 0)
+
     def forget(self, key: Key) -> None:
+        """The key succeeded: its next failure starts from the base delay again."""
+        self._failures.pop(key, None)
+
+    def drop(self, key: Key) -> None:
+        """The object is gone: no retry state, no pending delayed add."""
+        self._failures.pop(key, None)
         timer = self._timers.pop(key, None)
         if timer is not None:
             timer.cancel()

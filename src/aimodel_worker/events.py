@@ -47,6 +47,7 @@ def build_event(
     component: str = DEFAULT_COMPONENT,
     instance: str | None = None,
     host: str | None = None,
+    pod: str | None = None,
     now: datetime | None = None,
 ) -> dict:
     """A new Warning event about the AIModel ``namespace/aimodel_name``.
@@ -79,6 +80,9 @@ def build_event(
     }
     if instance:
         event["reportingInstance"] = instance[:MAX_INSTANCE_LENGTH]
+    if pod:
+        # Which worker reports: during a rollout, reports of replaced pods are ignored.
+        event["related"] = {"apiVersion": "v1", "kind": "Pod", "name": pod, "namespace": namespace}
     return event
 
 

@@ -46,6 +46,7 @@ class Reporter:
         component: str = DEFAULT_COMPONENT,
         instance: str | None = None,
         host: str | None = None,
+        pod: str | None = None,
         attempts: int = 5,
         backoff: float = 0.2,
         timeout: float = 10.0,
@@ -60,6 +61,8 @@ class Reporter:
         self.component = component
         self.instance = instance or env.get("POD_NAME") or env.get("HOSTNAME") or None
         self.host = host or env.get("NODE_NAME") or None
+        # The reporting pod is named on the event, so the operator can ignore pods a rollout replaces.
+        self.pod = pod or env.get("POD_NAME") or None
         if server:
             credentials = Credentials(server=server.rstrip("/"), token=token, ca_file=ca_file, insecure=insecure)
         self._api = ApiClient(
@@ -106,6 +109,7 @@ class Reporter:
             component=self.component,
             instance=self.instance,
             host=self.host,
+            pod=self.pod,
         )
         try:
             return self._api.request("POST", self._events_path, body)

@@ -404,8 +404,11 @@ def test_foreign_object_with_a_child_name_is_not_taken_over(operator, k):
         lambda: next((c for c in status(k).get("conditions", []) if c["reason"] == "ChildConflict"), None),
     )
     assert cond["type"] == "Ready" and cond["status"] == "False"
-    assert "Deployment ai-model-sample-deployment already exists" in cond["message"]
-    assert "Deployment ai-model-sample-deployment already exists" in status(k)["message"]
+    assert "ServiceAccount ai-model-sample-worker already exists" in cond["message"]
+    assert "ServiceAccount ai-model-sample-worker already exists" in status(k)["message"]
+    # What depends on the taken ServiceAccount is not applied at all: no pod of the user's image
+    # runs under someone else's identity, no RoleBinding grants it anything.
+    assert k.get("rolebinding", "ai-model-sample-worker-events") is None
     dep = k.get("deployment", "ai-model-sample-deployment")
     assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == "someone/else:1"
     assert not dep["metadata"].get("ownerReferences")

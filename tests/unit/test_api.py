@@ -121,3 +121,20 @@ def test_max_name_length_fits_scaledobject_label():
     root_rule = api.ROOT_RULES[0]
     assert root_rule["rule"] == f"self.metadata.name.size() <= {api.MAX_NAME_LENGTH}"
     assert str(api.MAX_NAME_LENGTH) in root_rule["message"]
+
+
+def test_secret_ref_names_and_keys_are_validated():
+    import re
+
+    ref = _spec_schema()["properties"]["apiKeySecretRef"]["properties"]
+    # Go's $ (RE2) is Python's \Z: the end of the text, not before a final newline.
+    name, key = (re.compile(ref[f]["pattern"].replace("$", r"\Z")) for f in ("name", "key"))
+    for good in ("api-key", "team.keys", "a"):
+        assert name.match(good), good
+    # A name is one path segment of a Secret in the model's namespace, never a way elsewhere.
+    for bad in ("../../kube-system/secrets/x", "a/b", "..", "A", "-a", "a-", "a%2Fb", "a b", ""):
+        assert not name.match(bad), bad
+    for good in ("apiKey", "API_KEY", "key.txt", "a-b"):
+        assert key.match(good), good
+    for bad in ("a/b", "a b", "", "k\n"):
+        assert not key.match(bad), bad

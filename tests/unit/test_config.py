@@ -31,8 +31,7 @@ MANAGER_RULES = {
     *(("", r, v) for r in ("serviceaccounts", "secrets") for v in ("get", "list", "watch", "create", "patch")),
     ("", "secrets", "get"),
     *(("", "events", v) for v in ("list", "watch", "create", "patch")),
-    ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
-    ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
+    *(("apps", "replicasets", v) for v in ("list", "watch")),
     ("", "secrets", "delete"),
     *(
         ("rbac.authorization.k8s.io", r, v)
@@ -200,8 +199,9 @@ def test_manager_deployment(default: list[dict[str, Any]]) -> None:
     assert container["args"] == ["run", "--leader-elect", "--bind-address=0.0.0.0", "--log-format=json"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"metrics": 8080, "health": 8081}
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/healthz", "port": 8081}, probe
+    # Alive (every loop running) is not ready (caches synced): a long start-up is not killed.
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": 8081}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": 8081}
     assert container["resources"] == {
         "requests": {"cpu": "50m", "memory": "128Mi"},
         "limits": {"cpu": "500m", "memory": "256Mi"},

@@ -215,11 +215,51 @@ def test_prune():
     i = Intake(Recorder())
     i.handle("ADDED", event(rv="300"))
     i.handle("ADDED", event(rv="200", namespace="team-a"))
-    i.prune({KEY, ("x", "y")})
+    i.prune({KEY, ("x", "y")}.__contains__)
     assert set(i.latest) == {KEY}
-    i.prune(set())
+    i.prune(set().__contains__)
     assert i.latest == {}
     assert i.get(KEY) is None
+
+
+def test_report_names_its_pod_from_related():
+    ev = event()
+    ev["related"] = {"apiVersion": "v1", "kind": "Pod", "name": "m-deployment-7d4b9c-x2x9z", "namespace": "default"}
+    assert parse(ev)[1].pod == "m-deployment-7d4b9c-x2x9z"
+    ev["related"]["kind"] = "Node"
+    assert parse(ev)[1].pod == ""
+
+
+def _from_pod(rv, pod, reason="AuthenticationError"):
+    ev = event(rv=rv, reason=reason)
+    ev["related"] = {"kind": "Pod", "name": pod}
+    return ev
+
+
+def test_reports_from_a_replaced_replica_set_are_ignored():
+    i = Intake(Recorder())
+    i.handle("ADDED", _from_pod("300", "m-deployment-new-aaaaa", "GeneralError"))
+    i.handle("ADDED", _from_pod("400", "m-deployment-old-bbbbb"))
+    assert i.get(KEY).resource_version == 400
+    replaced = {"m-deployment-old"}.__contains__
+    # The old ReplicaSet's later report does not hide the current one's.
+    assert i.get(KEY, replaced).reason == "GeneralError"
+    # A report without a pod (the Go reference worker's) always counts.
+    i.handle("ADDED", event(rv="500", reason="ConfigurationError"))
+    assert i.get(KEY, replaced).reason == "ConfigurationError"
+
+
+def test_reports_kept_per_model_are_bounded():
+    i = Intake(Recorder())
+    for n in range(20):
+        i.handle("ADDED", _from_pod(str(100 + n), f"m-deployment-rs{n}-aaaaa"))
+    assert len(i.latest[KEY]) == intake.KEPT_PER_MODEL
+    assert i.get(KEY).resource_version == 119
+
+
+def test_replica_set_of():
+    assert intake.replica_set_of("m-deployment-7d4b9c-x2x9z") == "m-deployment-7d4b9c"
+    assert intake.replica_set_of("") == ""
 
 
 def test_tiny_keeps_only_identity():

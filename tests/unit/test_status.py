@@ -186,7 +186,12 @@ def test_long_messages_are_bounded():
 
 def test_bound():
     assert bound("short") == "short"
-    assert bound("a\x00b") == "ab"
+    assert bound("a\x00b") == "a\ufffdb"
+    # Escape sequences and other control characters never reach a terminal; tab and newline stay.
+    assert bound("red\x1b[31m\x07!\x7f\x85") == "red\ufffd[31m\ufffd!\ufffd\ufffd"
+    assert bound("a\tb\nc") == "a\tb\nc"
+    # Invalid UTF-8 decoded with surrogateescape yields lone surrogates: replaced, encodable again.
+    assert bound(b"ok\xff\xfe".decode("utf-8", "surrogateescape")).encode() == "ok\ufffd\ufffd".encode()
     assert bound("z" * 1024) == "z" * 1024
     assert bound("z" * 1025) == "z" * 1021 + "..."
     assert bound("abcdef", limit=5) == "ab..."

@@ -487,6 +487,13 @@ def test_report_creates_an_event(api, sleeps):
     assert request.body["message"] == NOT_SUPPORTED
     assert request.body["involvedObject"]["name"] == "llama"
     assert request.body["reportingInstance"] == "llama-5c6d-x2x7q"
+    # The pod is named, so the operator can ignore reports of pods a rollout replaced.
+    assert request.body["related"] == {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "name": "llama-5c6d-x2x7q",
+        "namespace": request.body["metadata"]["namespace"],
+    }
     assert event == api.events[event["metadata"]["name"]]
     assert sleeps == []
 
@@ -496,6 +503,8 @@ def test_instance_falls_back_to_hostname_and_host_comes_from_node_name(api, slee
     event = reporter.report(Reason.GENERAL_ERROR, "boom")
     assert event["reportingInstance"] == "llama-pod"
     assert event["source"] == {"component": "aimodel-worker", "host": "node-1"}
+    # Without POD_NAME no pod is named: the report counts whatever pod made it.
+    assert "related" not in event
 
 
 def test_repeating_an_error_patches_its_event(api, sleeps):

@@ -126,12 +126,24 @@ async def test_add_after_while_active_requeues_after_done():
     assert await get(q) == A
 
 
-async def test_forget_cancels_timer():
+async def test_drop_cancels_timer():
     q = WorkQueue()
     q.add_after(A, 0.01)
-    q.forget(A)
+    q.drop(A)
     q.add_after(B, 0.02)
     # B fires after A would have: A never came.
     assert await get(q) == B
     assert len(q) == 0
     await assert_empty(q)
+
+
+async def test_rate_limited_delays_double_until_forgotten():
+    q = WorkQueue(base_delay=0.5, max_delay=4)
+    assert [q.add_rate_limited(A) for _ in range(5)] == [0.5, 1, 2, 4, 4]
+    assert q.num_requeues(A) == 5
+    q.forget(A)
+    assert q.num_requeues(A) == 0
+    assert q.add_rate_limited(A) == 0.5
+    q.drop(A)
+    assert q.num_requeues(A) == 0
+    assert A not in q._timers

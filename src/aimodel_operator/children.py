@@ -1,0 +1,220 @@
+"""Applying an AIModel's children, with ownership read from the objects themselves.
+
+A child belongs to an AIModel when its controller owner reference carries
+that AIModel's uid, and only then. The operator never writes to any other
+object, not even for a moment:
+
+- a child missing from the cache is created by an apply that carries the
+  resourceVersion "1", which no object can have (etcd's first revision
+  precedes every write): the API server creates the object when the name is
+  free, owned by the operator's Apply field manager like any apply, and
+  refuses the apply (409) when the name is taken, so an existing object is
+  never touched;
+- on that refusal the object is read, and adopted only if this AIModel
+  controls it; otherwise the name clash is reported (ChildConflict) and
+  nothing is written; the name is looked up (read only) on later reconciles
+  until it is free;
+- an update of a known child carries that child's uid, so it can never land
+  on a same-named object that replaced it.
+
+Children that depend on another (the Deployment on its ServiceAccount and
+Secret, the RoleBinding on its Role and ServiceAccount, the ScaledObject on
+the Deployment) are applied only once their dependencies are applied and
+ours: a clash on a ServiceAccount never runs the user's image under someone
+else's identity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from . import builders, diff
+from .builders import Manifest
+from .informer import Informer, controller_uid, deep_get
+from .kube import ApiError, Kube
+
+log = logging.getLogger(__name__)
+
+# A resourceVersion no object has: an apply carrying it can only create.
+CREATE_ONLY = "1"
+
+# kind -> kinds that must be applied (and ours) first.
+DEPENDS_ON: dict[str, tuple[str, ...]] = {
+    "RoleBinding": ("Role", "ServiceAccount"),
+    "Deployment": ("ServiceAccount", "Secret"),
+    "TriggerAuthentication": ("Secret",),
+    "ScaledObject": ("Deployment", "TriggerAuthentication"),
+}
+
+
+class ChildConflict(Exception):
+    """A child's name is taken by an object this AIModel does not control."""
+
+
+class ChildPending(Exception):
+    """A child's name is held by a previous AIModel of the same name, which garbage collection is removing."""
+
+
+class Blocked(Exception):
+    """Not applied because a child it depends on could not be."""
+
+
+@dataclass
+class Outcome:
+    applied: list[Manifest] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+    pending: bool = False
+    errors: list[Exception] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+
+
+def conflict_message(kind: str, name: str) -> str:
+    return f"{kind} {name} already exists and is not managed by this AIModel: rename or remove it"
+
+
+def judge(model: Manifest, obj: Manifest) -> None:
+    """Raise unless ``obj`` is controlled by ``model``."""
+    meta = model["metadata"]
+    owner = controller_uid(obj)
+    if owner == meta["uid"]:
+        return
+    for ref in deep_get(obj, "metadata", "ownerReferences", default=[]) or []:
+        if ref.get("controller") and ref.get("kind") == "AIModel" and ref.get("name") == meta["name"]:
+            raise ChildPending(f"{obj.get('kind')} {obj['metadata']['name']} still belongs to a deleted AIModel")
+    raise ChildConflict(conflict_message(obj.get("kind", "object"), obj["metadata"]["name"]))
+
+
+class ChildApplier:
+    def __init__(self, kube: Kube, informers: dict[str, Informer]) -> None:
+        self.kube = kube
+        self.informers = informers
+        # (kind, namespace, name) found to be someone else's: read before any write until free.
+        self.strangers: set[tuple[str, str, str]] = set()
+
+    async def apply_all(self, model: Manifest, desired: list[Manifest]) -> Outcome:
+        """Apply every child that differs, each once its dependencies are in place."""
+        tasks: dict[str, asyncio.Task] = {}
+
+        async def one(child: Manifest) -> bool:
+            for dep in DEPENDS_ON.get(child["kind"], ()):
+                task = tasks.get(dep)
+                if task is None:
+                    continue
+                try:
+                    await task
+                except Exception as err:
+                    raise Blocked(f"{child['kind']} waits for {dep}") from err
+            return await self.ensure(model, child)
+
+        for child in desired:
+            tasks[child["kind"]] = asyncio.ensure_future(one(child))
+        results = await asyncio.gather(*tasks.values(), return_exceptions=True)
+        out = Outcome()
+        for child, res in zip(desired, results, strict=True):
+            if res is True:
+                out.applied.append(child)
+            elif isinstance(res, ChildConflict):
+                out.conflicts.append(str(res))
+            elif isinstance(res, ChildPending):
+                out.pending = True
+            elif isinstance(res, ApiError):
+                out.errors.append(res)
+                out.refused.append(f"{child['kind']} {child['metadata']['name']}: {res.message}")
+            elif isinstance(res, asyncio.CancelledError):
+                raise res
+            elif isinstance(res, Exception) and not isinstance(res, Blocked):
+                out.errors.append(res)
+        return out
+
+    async def ensure(self, model: Manifest, desired: Manifest) -> bool:
+        """Make one child hold what ``desired`` says. True when written."""
+        kind, name = desired["kind"], desired["metadata"]["name"]
+        ns = model["metadata"]["namespace"]
+        informer = self.informers[kind]
+        cached = informer.get(ns, name)
+        stranger = (kind, ns, name)
+        if cached is None and stranger in self.strangers:
+            # Someone else's before: look (a read) until the name is free or the object ours.
+            cached = await self.kube.get(informer.resource, ns, name)
+            if cached is None:
+                self.strangers.discard(stranger)
+        if cached is not None:
+            try:
+                judge(model, cached)
+            except ChildConflict:
+                self.strangers.add(stranger)
+                raise
+            self.strangers.discard(stranger)
+            if not diff.needs_apply(desired, cached):
+                informer.remember(cached)
+                return False
+            result = await self._apply(desired, cached["metadata"]["uid"], informer)
+        else:
+            result = await self._create(model, desired, informer)
+        informer.remember(result)
+        return True
+
+    async def _apply(self, desired: Manifest, uid: str, informer: Informer) -> Manifest:
+        """Apply over the very object ``uid`` names (forced: it is ours), never over a successor."""
+        body = {**desired, "metadata": {**desired["metadata"], "uid": uid}}
+        try:
+            result, _ = await self.kube.apply(body, force=True)
+        except ApiError as err:
+            if err.status == 409:
+                # Replaced meanwhile: what is there now is looked at again on the retry.
+                meta = desired["metadata"]
+                informer.forget(meta["namespace"], meta["name"])
+            raise
+        return result
+
+    async def _create(self, model: Manifest, desired: Manifest, informer: Informer) -> Manifest:
+        """Create an absent child; if the name is taken, adopt only what this AIModel controls."""
+        meta = desired["metadata"]
+        # No object has this resourceVersion: an existing one refuses the apply untouched (409),
+        # a free name is created.
+        body = {**desired, "metadata": {**meta, "resourceVersion": CREATE_ONLY}}
+        try:
+            result, _ = await self.kube.apply(body, force=True)
+            return result
+        except ApiError as err:
+            if err.status != 409:
+                raise
+        live = await self.kube.get(informer.resource, meta["namespace"], meta["name"])
+        if live is None:
+            raise ApiError(409, {"message": "the object vanished while it was created; retrying"}, "APPLY", "")
+        try:
+            judge(model, live)
+        except ChildConflict:
+            self.strangers.add((desired["kind"], meta["namespace"], meta["name"]))
+            raise
+        # Ours, though the cache did not show it (a relist older than the create, a label removed).
+        log.info("adopting own child kind=%s namespace=%s name=%s", desired["kind"], meta["namespace"], meta["name"])
+        return await self._apply(desired, live["metadata"]["uid"], informer)
+
+    async def remove_stale(self, model: Manifest, wanted: set[tuple[str, str]]) -> list[str]:
+        """Delete optional children this AIModel controls but no longer needs (its Secret, the KEDA objects)."""
+        meta = model["metadata"]
+        ns = meta["namespace"]
+        removed = []
+        for kind, name_of in OPTIONAL_CHILDREN:
+            name = name_of(meta["name"])
+            if (kind, name) in wanted:
+                continue
+            informer = self.informers[kind]
+            obj = informer.get(ns, name)
+            if obj is None or controller_uid(obj) != meta["uid"]:
+                continue
+            if await self.kube.delete(informer.resource, ns, name, uid=obj["metadata"]["uid"]):
+                removed.append(f"{kind} {name}")
+            informer.forget(ns, name)
+        return removed
+
+
+# Children that exist only while the spec or the settings need them, with their names.
+OPTIONAL_CHILDREN = (
+    ("Secret", builders.secret_name),
+    ("ScaledObject", builders.scaled_object_name),
+    ("TriggerAuthentication", builders.trigger_auth_name),
+)

@@ -1,0 +1,109 @@
+"""Pure condition logic: what the operator found, and what is worth an Event. No API calls."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from . import api, builders
+from .builders import Manifest
+from .status import AUTOSCALING, READY, Condition
+
+# Ready reasons that mean the operator found something wrong with the AIModel or its children.
+PROBLEM_REASONS = frozenset({"ChildConflict", "APIKeySecretNotFound", "ApplyFailed"})
+
+
+@dataclass(frozen=True)
+class Announcement:
+    """An Event to post on the AIModel."""
+
+    type: str
+    reason: str
+    message: str
+
+
+def autoscaling(model: Manifest, keda: bool, pulsar_admin_url: str, scaled_object: Manifest | None) -> Condition | None:
+    """The Autoscaling condition: what KEDA does for a model that asks for it (None when it does not)."""
+    if not builders.wants_autoscaling(model):
+        return None
+    if not keda:
+        return Condition(
+            AUTOSCALING,
+            False,
+            "KEDANotInstalled",
+            "KEDA is not installed (the keda.sh/v1alpha1 ScaledObject API is missing); "
+            "workers run at spec.replicas until KEDA is installed",
+        )
+    if not pulsar_admin_url:
+        return Condition(
+            AUTOSCALING,
+            False,
+            "PulsarAdminURLNotSet",
+            "set PULSAR_ADMIN_URL in the operator's environment to the Pulsar admin API "
+            "so KEDA can read the backlog; workers run at spec.replicas meanwhile",
+        )
+    status = (scaled_object or {}).get("status") or {}
+    conds = {c.get("type"): c for c in status.get("conditions") or []}
+    ready = conds.get("Ready")
+    if not ready or ready.get("status") == "Unknown":
+        return Condition(AUTOSCALING, None, "WaitingForKEDA", "KEDA has not reported on the ScaledObject yet")
+    active = (conds.get("Active") or {}).get("status", "Unknown")
+    if ready.get("status") == "True":
+        return Condition(AUTOSCALING, True, "ScaledObjectReady", f"KEDA ScaledObject ready; active={active}")
+    return Condition(
+        AUTOSCALING, False, ready.get("reason") or "ScaledObjectNotReady", ready.get("message") or "not ready"
+    )
+
+
+def api_key_secret(model: Manifest, secret_keys: frozenset[str] | None) -> Condition | None:
+    """A problem with the Secret ``spec.apiKeySecretRef`` names, given its keys (None: it does not exist)."""
+    ref = builders.spec_of(model).get("apiKeySecretRef")
+    if not ref:
+        return None
+    ns = model["metadata"]["namespace"]
+    key = ref.get("key", api.DEFAULT_API_KEY_SECRET_KEY)
+    if secret_keys is None:
+        message = f'spec.apiKeySecretRef: Secret "{ref["name"]}" does not exist in namespace {ns}'
+    elif key not in secret_keys:
+        message = f'spec.apiKeySecretRef: Secret "{ref["name"]}" has no key "{key}"'
+    else:
+        return None
+    return Condition(READY, False, "APIKeySecretNotFound", message)
+
+
+def child_conflicts(messages: list[str]) -> Condition | None:
+    if not messages:
+        return None
+    return Condition(READY, False, "ChildConflict", "; ".join(messages))
+
+
+def apply_failed(messages: list[str]) -> Condition | None:
+    """The API server refused a child (quota, admission, a webhook): the spec is not in effect."""
+    if not messages:
+        return None
+    return Condition(READY, False, "ApplyFailed", "; ".join(messages))
+
+
+def announcements(before: dict[str, Any], after: dict[str, Any]) -> list[Announcement]:
+    """Events worth posting for a status change.
+
+    The first status of a new model is no news; a change of state, a new
+    error, a change of KEDA's view and a new problem found by the operator are.
+    """
+    out = []
+    new_state = before.get("state") not in (None, after["state"])
+    new_error = after["state"] == api.State.FAILED and before.get("message") != after["message"]
+    if new_state or new_error:
+        kind = "Warning" if after["state"] == api.State.FAILED else "Normal"
+        out.append(Announcement(kind, f"State{after['state']}", after["message"]))
+    old = {c.get("type"): c for c in before.get("conditions") or []}
+    for cond in after["conditions"]:
+        if (old.get(cond["type"]) or {}).get("reason") == cond["reason"]:
+            continue
+        if cond["type"] == AUTOSCALING:
+            kind = "Normal" if cond["status"] == "True" else "Warning"
+            out.append(Announcement(kind, f"Autoscaling{cond['reason']}", cond["message"]))
+        elif cond["reason"] in PROBLEM_REASONS:
+            # What the operator refuses to do, or cannot, is said where users look.
+            out.append(Announcement("Warning", cond["reason"], cond["message"]))
+    return out

@@ -1,0 +1,402 @@
+"""The one reconcile path: read the caches, compute the desired children, apply what differs, write status.
+
+Creation, spec changes, drift of a child, a worker's report, a referenced
+Secret appearing, KEDA appearing, an operator restart and the periodic
+resync all end up here, as a key in the work queue. A reconcile that finds
+nothing to change writes nothing. Every kind, AIModels included, is read
+through the same informer machinery (informer.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from typing import Any
+
+from . import builders, conditions, metrics
+from . import status as status_mod
+from .builders import Capabilities, Manifest
+from .children import ChildApplier
+from .informer import Informer, Key, owner_key, strip
+from .intake import FIELD_SELECTOR, Intake, tiny
+from .kube import (
+    DEPLOYMENTS,
+    EVENTS,
+    REPLICA_SETS,
+    ROLE_BINDINGS,
+    ROLES,
+    SCALED_OBJECTS,
+    SECRETS,
+    SERVICE_ACCOUNTS,
+    TRIGGER_AUTHS,
+    ApiError,
+    Kube,
+    NotLeading,
+)
+from .recorder import Recorder
+from .settings import FIELD_MANAGER, Settings
+from .statuswriter import AIMODELS, StatusWriter, Written
+from .workqueue import WorkQueue
+
+log = logging.getLogger(__name__)
+
+LABELLED_CHILDREN = (SERVICE_ACCOUNTS, ROLES, ROLE_BINDINGS, DEPLOYMENTS)
+KEDA_RESOURCES = (SCALED_OBJECTS, TRIGGER_AUTHS)
+MANAGED = f"{builders.LABEL_MANAGED_BY}={FIELD_MANAGER}"
+REVISION = "deployment.kubernetes.io/revision"
+
+# A child held by a deleted AIModel of the same name is looked at again this soon.
+PENDING_RETRY_SECONDS = 1.0
+# A name taken by someone else is looked at again (a read, never a write) at most this far apart.
+CONFLICT_RETRY_MAX_SECONDS = 30.0
+
+
+class Conflicted(Exception):
+    """A child's name is someone else's: the reconcile did what it could and must look again later."""
+
+
+def _keep_deployment(obj: Manifest) -> Manifest:
+    strip(obj)
+    obj.get("status", {}).pop("conditions", None)
+    return obj
+
+
+def _keep_secret(obj: Manifest) -> Manifest:
+    """Our own Secrets whole (their data is compared); any other only by its keys and their values' hashes."""
+    meta = obj["metadata"]
+    if (meta.get("labels") or {}).get(builders.LABEL_MANAGED_BY) == FIELD_MANAGER:
+        return strip(obj)
+    return {
+        "metadata": {
+            k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "ownerReferences") if k in meta
+        },
+        "keys": {k: hashlib.sha256(v.encode()).hexdigest()[:16] for k, v in (obj.get("data") or {}).items()},
+    }
+
+
+def _keep_replica_set(obj: Manifest) -> Manifest:
+    meta = obj["metadata"]
+    return {
+        "metadata": {
+            "name": meta["name"],
+            "namespace": meta.get("namespace"),
+            "resourceVersion": meta.get("resourceVersion"),
+            "labels": {builders.LABEL_MODEL: (meta.get("labels") or {}).get(builders.LABEL_MODEL, "")},
+            "annotations": {REVISION: (meta.get("annotations") or {}).get(REVISION, "0")},
+        }
+    }
+
+
+def _revision(obj: Manifest) -> int:
+    try:
+        return int(obj["metadata"]["annotations"][REVISION])
+    except (KeyError, ValueError):
+        return 0
+
+
+class Controller:
+    def __init__(
+        self,
+        kube: Kube,
+        settings: Settings,
+        instance: str = "",
+        workers: int = 32,
+        resync: float = 300,
+        watch_idle: float | None = 90.0,
+    ) -> None:
+        self.kube = kube
+        self.settings = settings
+        self.workers = workers
+        self.resync = resync
+        self.queue = WorkQueue()
+        self.intake = Intake(self.queue.add)
+        self.recorder = Recorder(kube, instance)
+        # Optional like KEDA's kinds: an operator started before its CRD serves AIModels once it is installed.
+        self.models = Informer(kube, AIMODELS, self._model_event, strip, optional=True, idle=watch_idle)
+        self.children: dict[str, Informer] = {
+            res.kind: Informer(
+                kube,
+                res,
+                self._child_event,
+                _keep_deployment if res is DEPLOYMENTS else strip,
+                optional=res in KEDA_RESOURCES,
+                idle=watch_idle,
+                labelSelector=MANAGED,
+            )
+            for res in (*LABELLED_CHILDREN, *KEDA_RESOURCES)
+        }
+        # Every Secret: our own whole, the others (apiKeySecretRef targets) by their keys only.
+        self.children[SECRETS.kind] = Informer(kube, SECRETS, self._secret_event, _keep_secret, idle=watch_idle)
+        self.children[SCALED_OBJECTS.kind].on_availability = self._keda_availability
+        self.replica_sets = Informer(
+            kube, REPLICA_SETS, self._replica_set_event, _keep_replica_set, idle=watch_idle, labelSelector=MANAGED
+        )
+        # Events are not cached: a report only needs its resourceVersion, which the intake keeps.
+        self.events = Informer(
+            kube, EVENTS, self.intake.handle, tiny, keep=False, idle=watch_idle, fieldSelector=FIELD_SELECTOR
+        )
+        self.applier = ChildApplier(kube, self.children)
+        self.status_writer = StatusWriter(kube, self.queue.add_after)
+        self.synced = asyncio.Event()
+        # apiKeySecretRef index: (namespace, Secret name) -> names of the AIModels that reference it.
+        self._secret_refs: dict[Key, set[str]] = {}
+        self._ref_of: dict[Key, str] = {}
+        # Deployment revisions per AIModel: {ReplicaSet name: revision}, to tell replaced pods' reports.
+        self._revisions: dict[Key, dict[str, int]] = {}
+        self._tasks: list[asyncio.Task] = []
+        self._gate: asyncio.Event | None = None
+        self._begin_task: asyncio.Task | None = None
+
+    @property
+    def informers(self) -> list[Informer]:
+        return [self.models, *self.children.values(), self.replica_sets, self.events]
+
+    # -- inputs ------------------------------------------------------------------
+
+    def _model_event(self, kind: str, obj: Manifest) -> None:
+        meta = obj["metadata"]
+        key = (meta["namespace"], meta["name"])
+        if kind == "DELETED":
+            self._model_gone(key)
+            return
+        self._index_secret_ref(key, (builders.spec_of(obj).get("apiKeySecretRef") or {}).get("name"))
+        metrics.MODELS.set(len(self.models))
+        self.queue.add(key)
+
+    def _model_gone(self, key: Key) -> None:
+        self.models.forget(*key)
+        self.queue.drop(key)
+        self.status_writer.forget(key)
+        self.intake.drop(key)
+        self._index_secret_ref(key, None)
+        metrics.MODELS.set(len(self.models))
+
+    def _index_secret_ref(self, key: Key, secret: str | None) -> None:
+        old = self._ref_of.get(key)
+        if old == secret:
+            return
+        if old is not None:
+            names = self._secret_refs.get((key[0], old), set())
+            names.discard(key[1])
+            if not names:
+                self._secret_refs.pop((key[0], old), None)
+            del self._ref_of[key]
+        if secret:
+            self._ref_of[key] = secret
+            self._secret_refs.setdefault((key[0], secret), set()).add(key[1])
+
+    def _child_event(self, kind: str, obj: Manifest) -> None:
+        key = owner_key(obj)
+        if key is not None and key in self.models:
+            self.queue.add(key)
+
+    def _secret_event(self, kind: str, obj: Manifest) -> None:
+        self._child_event(kind, obj)
+        meta = obj["metadata"]
+        for name in self._secret_refs.get((meta.get("namespace", ""), meta["name"]), ()):
+            self.queue.add((meta["namespace"], name))
+
+    def _replica_set_event(self, kind: str, obj: Manifest) -> None:
+        meta = obj["metadata"]
+        model = (meta.get("labels") or {}).get(builders.LABEL_MODEL)
+        if not model:
+            return
+        key = (meta.get("namespace", ""), model)
+        revisions = self._revisions.setdefault(key, {})
+        if kind == "DELETED":
+            revisions.pop(meta["name"], None)
+            if not revisions:
+                del self._revisions[key]
+        else:
+            revisions[meta["name"]] = _revision(obj)
+
+    def _replaced(self, key: Key):
+        """Whether a ReplicaSet of this model's workers is older than the current template's."""
+        revisions = self._revisions.get(key) or {}
+        newest = max(revisions.values(), default=0)
+        return lambda rs: rs in revisions and revisions[rs] < newest
+
+    def _keda_availability(self, available: bool) -> None:
+        log.info("keda available=%s", str(available).lower())
+        for key in self.models:
+            model = self.models.get(*key)
+            if model is not None and builders.wants_autoscaling(model):
+                self.queue.add(key)
+
+    @property
+    def caps(self) -> Capabilities:
+        return Capabilities(keda=self.children[SCALED_OBJECTS.kind].available is True)
+
+    # -- running -----------------------------------------------------------------
+
+    async def start(self, gate: asyncio.Event | None = None) -> None:
+        """Fill the caches, then reconcile once ``gate`` (leadership) is set.
+
+        No reconcile runs before every cache is synced: a reconcile on a
+        half-filled cache would find children missing that exist, or forget
+        reports that were made.
+        """
+        self.recorder.start()
+        self._tasks = [asyncio.create_task(i.run(), name=f"informer-{i.resource.kind}") for i in self.informers]
+        self._tasks += self.recorder.tasks
+        await asyncio.gather(*(i.synced.wait() for i in self.informers))
+        self.synced.set()
+        log.info("caches synced models=%d", len(self.models))
+        # Kept apart from the tasks that must run forever: this one ends once workers are started.
+        self._begin_task = asyncio.create_task(self._begin(gate), name="begin")
+
+    async def _begin(self, gate: asyncio.Event | None) -> None:
+        self._gate = gate
+        if gate is not None:
+            await gate.wait()
+        self._tasks += [asyncio.create_task(self._worker(), name=f"worker-{n}") for n in range(self.workers)]
+        self._tasks.append(asyncio.create_task(self._resync(), name="resync"))
+
+    def failed_tasks(self) -> list[str]:
+        """Background tasks that ended: none should, so any is a reason to restart the operator."""
+        return [t.get_name() for t in self._tasks if t.done()]
+
+    async def stop(self) -> None:
+        if self._begin_task is not None:
+            self._begin_task.cancel()
+        for task in self._tasks:
+            if task not in self.recorder.tasks:
+                task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.recorder.stop()
+
+    async def _resync(self) -> None:
+        while True:
+            await asyncio.sleep(self.resync)
+            started = time.process_time()
+            self.intake.prune(self.models.__contains__)
+            keys = list(self.models)
+            for key in keys:
+                self.queue.add(key)
+            log.info("resync models=%d", len(keys))
+            metrics.RESYNC_CPU_SECONDS.inc(time.process_time() - started)
+
+    async def _worker(self) -> None:
+        while True:
+            key = await self.queue.get()
+            if self._gate is not None and not self._gate.is_set():
+                # Leadership lost: act no more (the process is stopping).
+                self.queue.done(key)
+                await self._gate.wait()
+                continue
+            started = time.monotonic()
+            try:
+                await self.reconcile(key)
+            except asyncio.CancelledError:
+                raise
+            except NotLeading:
+                log.debug("not leading: reconcile of namespace=%s name=%s abandoned", key[0], key[1])
+            except Conflicted:
+                # Already reported in status and by an Event: only look again later, with growing pauses.
+                self.queue.add_rate_limited(key, CONFLICT_RETRY_MAX_SECONDS)
+            except ApiError as err:
+                if err.namespace_terminating:
+                    # The namespace, and with it the model, is going away: no retry, no noise.
+                    log.debug("namespace terminating namespace=%s name=%s", key[0], key[1])
+                else:
+                    self._on_failure(key, err)
+            except Exception as err:
+                self._on_failure(key, err)
+            else:
+                self.queue.forget(key)
+                metrics.RECONCILES.labels(result="ok").inc()
+            finally:
+                metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
+                self.queue.done(key)
+
+    def _on_failure(self, key: Key, err: Exception) -> None:
+        first = self.queue.num_requeues(key) == 0
+        delay = self.queue.add_rate_limited(key)
+        metrics.RECONCILES.labels(result="error").inc()
+        log.warning("reconcile failed namespace=%s name=%s retry_in=%.1fs error=%s", key[0], key[1], delay, err)
+        model = self.models.get(*key)
+        if model is not None and first:
+            self.recorder.event(model, "Warning", "ReconcileError", str(err))
+
+    # -- the reconcile -----------------------------------------------------------
+
+    async def reconcile(self, key: Key) -> None:
+        model = self.models.get(*key)
+        if model is None or model["metadata"].get("deletionTimestamp"):
+            return
+        desired = builders.children(model, self.settings, self.caps)
+        outcome = await self.applier.apply_all(model, desired)
+        removed = await self.applier.remove_stale(model, {(c["kind"], c["metadata"]["name"]) for c in desired})
+        if outcome.applied or removed:
+            self._record_changes(model, outcome.applied, removed)
+        problem = (
+            conditions.child_conflicts(outcome.conflicts)
+            or conditions.apply_failed(outcome.refused)
+            or conditions.api_key_secret(model, self._secret_keys(model))
+        )
+        await self._write_status(key, model, problem)
+        if outcome.errors:
+            raise outcome.errors[0]
+        if outcome.pending:
+            self.queue.add_after(key, PENDING_RETRY_SECONDS)
+        if outcome.conflicts:
+            # Nothing tells us when a stranger's object goes away (it is not in our caches): look again.
+            raise Conflicted("; ".join(outcome.conflicts))
+
+    def _secret_keys(self, model: Manifest) -> frozenset[str] | None:
+        ref = builders.spec_of(model).get("apiKeySecretRef")
+        if not ref:
+            return None
+        secret = self.children[SECRETS.kind].get(model["metadata"]["namespace"], ref["name"])
+        if secret is None:
+            return None
+        return frozenset(secret.get("keys") or secret.get("data") or ())
+
+    def _record_changes(self, model: Manifest, applied: list[Manifest], removed: list[str]) -> None:
+        parts = []
+        if applied:
+            parts.append("applied " + ", ".join(f"{c['kind']} {c['metadata']['name']}" for c in applied))
+        if removed:
+            parts.append("deleted " + ", ".join(removed))
+        message = "; ".join(parts)
+        log.info(
+            "reconciled namespace=%s name=%s %s", model["metadata"]["namespace"], model["metadata"]["name"], message
+        )
+        self.recorder.event(model, "Normal", "Reconciled", message[:1].upper() + message[1:])
+
+    async def _write_status(self, key: Key, model: Manifest, problem: status_mod.Condition | None) -> None:
+        meta = model["metadata"]
+        deployment = self.children[DEPLOYMENTS.kind].get(meta["namespace"], builders.deployment_name(meta["name"]))
+        if deployment is not None and not _ours(deployment, meta["uid"]):
+            deployment = None
+        scaled = self.children[SCALED_OBJECTS.kind].get(meta["namespace"], builders.scaled_object_name(meta["name"]))
+        autoscaling = conditions.autoscaling(model, self.caps.keda, self.settings.pulsar_admin_url, scaled)
+        extra = (autoscaling,) if autoscaling is not None else ()
+        report = self.intake.get(key, self._replaced(key))
+        new = status_mod.compute(model, report, deployment, extra, problem=problem)
+        result, answer = await self.status_writer.write(key, model, new)
+        if result is Written.GONE:
+            # The AIModel no longer exists: whatever the watch missed, forget it now.
+            log.info("gone namespace=%s name=%s", key[0], key[1])
+            self._model_gone(key)
+        elif result is Written.REPLACED:
+            current = self.models.get(*key)
+            if current is not None and current["metadata"].get("uid") == meta["uid"]:
+                self._model_gone(key)
+        elif result is Written.WRITTEN:
+            self._announce(model, model.get("status") or {}, new)
+            stored = answer is not None and self.models.remember(answer)
+            if stored and answer["metadata"].get("generation") != meta.get("generation"):
+                # The spec changed while we wrote; the response holds it and its watch
+                # event is now older than the cache: reconcile the new spec now.
+                self.queue.add(key)
+
+    def _announce(self, model: Manifest, before: dict[str, Any], after: dict[str, Any]) -> None:
+        for note in conditions.announcements(before, after):
+            self.recorder.event(model, note.type, note.reason, note.message)
+
+
+def _ours(obj: Manifest, uid: str) -> bool:
+    return any(r.get("uid") == uid and r.get("controller") for r in obj["metadata"].get("ownerReferences") or [])

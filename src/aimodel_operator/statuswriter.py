@@ -1,0 +1,79 @@
+"""Writing an AIModel's status: at most once per change, batched when it is not urgent.
+
+A change users wait for (the state, a new generation, a condition flipping)
+is written at once. Counters and messages that move are batched: the first
+such change opens a batch that is written ``batch_seconds`` later with
+whatever the status is by then, so a flood of reports or replica changes
+never becomes a flood of writes.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from . import api
+from . import status as status_mod
+from .builders import Manifest
+from .kube import ApiError, Kube, Resource
+from .workqueue import Key
+
+log = logging.getLogger(__name__)
+
+AIMODELS = Resource(api.GROUP, api.VERSION, api.PLURAL, api.KIND)
+
+
+class Written(enum.Enum):
+    UNCHANGED = "unchanged"
+    DEFERRED = "deferred"
+    WRITTEN = "written"
+    GONE = "gone"
+    REPLACED = "replaced"
+
+
+class StatusWriter:
+    def __init__(self, kube: Kube, requeue_after: Callable[[Key, float], None], batch_seconds: float = 1.0) -> None:
+        self.kube = kube
+        self.requeue_after = requeue_after
+        self.batch_seconds = batch_seconds
+        # When the last status write happened, or the first batch of a new model opened.
+        self._last: dict[Key, float] = {}
+
+    def forget(self, key: Key) -> None:
+        self._last.pop(key, None)
+
+    async def write(self, key: Key, model: Manifest, new: dict[str, Any]) -> tuple[Written, Manifest | None]:
+        """Write ``new`` if it differs from the model's status. Returns what happened and the API's answer."""
+        current = model.get("status")
+        if not status_mod.differs(current, new):
+            return Written.UNCHANGED, None
+        if not status_mod.urgent(current, new):
+            # A batch opens with the first change seen after the last write.
+            opened = self._last.setdefault(key, time.monotonic())
+            wait = opened + self.batch_seconds - time.monotonic()
+            if wait > 0:
+                self.requeue_after(key, wait)
+                return Written.DEFERRED, None
+        meta = model["metadata"]
+        body = {
+            "apiVersion": api.API_VERSION,
+            "kind": api.KIND,
+            # The uid makes the write conditional: never the status of a successor with the same name.
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
+            "status": new,
+        }
+        try:
+            result = await self.kube.apply_to(AIMODELS, body, subresource="status")
+        except ApiError as err:
+            if err.status == 404:
+                return Written.GONE, None
+            if err.status == 409:
+                return Written.REPLACED, None
+            raise
+        self._last[key] = time.monotonic()
+        changed = sorted(k for k in new if (current or {}).get(k) != new[k])
+        log.info("status namespace=%s name=%s state=%s changed=%s", key[0], key[1], new["state"], ",".join(changed))
+        return Written.WRITTEN, result
