@@ -27,8 +27,8 @@ from pathlib import Path
 
 from aimodel_operator import builders
 from aimodel_operator.kube import DEPLOYMENTS, EVENTS, Kube, Resource, load_configuration
-from aimodel_operator.statuswriter import AIMODELS
 from aimodel_operator.settings import Settings
+from aimodel_operator.statuswriter import AIMODELS
 from devcluster.cluster import Cluster, free_port
 
 REPO = Path(__file__).resolve().parents[1]

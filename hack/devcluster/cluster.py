@@ -3,7 +3,9 @@
 etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok (which
 stands in for kubelets) run on 127.0.0.1 with free ports. Everything the
 cluster keeps lives under one state directory; ``state.json`` records each
-process's pid so that ``down`` stops exactly what ``up`` started.
+process's pid so that ``down`` stops exactly what ``up`` started, and how
+it was started so that fault-injection tests can kill one component
+(``kill_component``) and start it again as it was (``restart_component``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import ssl
 import subprocess
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from . import build, certs
@@ -72,6 +74,15 @@ class Component:
     pid: int
     binary: str
     log: str
+    # How to start it again (restart_component); empty in state files written before they were recorded.
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # overrides on top of os.environ
+    cwd: str = ""
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Component:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 class ClusterError(RuntimeError):
@@ -102,11 +113,25 @@ class Cluster:
         tmp.rename(self.state_file)
 
     def components(self) -> list[Component]:
-        return [Component(**c) for c in self.load_state().get("components", [])]
+        return [Component.from_dict(c) for c in self.load_state().get("components", [])]
 
-    def _record(self, comp: Component) -> None:
+    def component(self, name: str) -> Component:
+        """The (last) recorded component called ``name``, running or not."""
+        for comp in reversed(self.components()):
+            if comp.name == name:
+                return comp
+        raise ClusterError(f"no component named {name!r} in {self.state_file}")
+
+    def _record(self, comp: Component, replaces: int | None = None) -> None:
+        """Append ``comp`` to the state, or put it in place of the record with pid ``replaces``."""
         state = self.load_state()
-        state.setdefault("components", []).append(comp.__dict__)
+        comps = state.setdefault("components", [])
+        for i, old in enumerate(comps):
+            if replaces is not None and old.get("pid") == replaces:
+                comps[i] = asdict(comp)
+                break
+        else:
+            comps.append(asdict(comp))
         self.save_state(state)
 
     @property
@@ -127,6 +152,12 @@ class Cluster:
     def spawn(
         self, name: str, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
     ) -> Component:
+        comp = self._popen(name, list(argv), dict(env or {}), Path(cwd or self.dir))
+        self._record(comp)
+        return comp
+
+    def _popen(self, name: str, argv: list[str], env: dict[str, str], cwd: Path) -> Component:
+        """Start a process in its own session (so a signal reaches its whole group), logging to logs/<name>.log."""
         self.logs.mkdir(parents=True, exist_ok=True)
         log = self.logs / f"{name}.log"
         with open(log, "ab") as out:
@@ -135,14 +166,74 @@ class Cluster:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                cwd=cwd or self.dir,
-                env={**os.environ, **(env or {})},
+                cwd=cwd,
+                env={**os.environ, **env},
                 start_new_session=True,
             )
         self._procs[proc.pid] = proc
-        comp = Component(name=name, pid=proc.pid, binary=Path(argv[0]).name, log=str(log))
-        self._record(comp)
+        return Component(
+            name=name, pid=proc.pid, binary=Path(argv[0]).name, log=str(log), argv=argv, env=env, cwd=str(cwd)
+        )
+
+    # -- fault injection --------------------------------------------------------
+
+    def kill_component(self, name: str, sig: int = signal.SIGKILL, timeout: float = 15) -> Component:
+        """Send ``sig`` to the process group of component ``name``; its record stays for restart_component.
+
+        SIGKILL and SIGTERM wait until the process is gone (ClusterError after ``timeout`` s); other
+        signals (SIGSTOP, SIGCONT, ...) are only sent. A component that is not running is left alone:
+        fine for SIGKILL/SIGTERM (it is gone already), a ClusterError for any other signal.
+        """
+        comp = self.component(name)
+        if not self.alive(comp):
+            if sig in (signal.SIGKILL, signal.SIGTERM):
+                return comp
+            raise ClusterError(f"{name} (pid {comp.pid}) is not running; cannot send {signal.Signals(sig).name}")
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(comp.pid, sig)
+            if sig == signal.SIGTERM:
+                # A stopped process would keep SIGTERM pending forever.
+                os.killpg(comp.pid, signal.SIGCONT)
+        if sig in (signal.SIGKILL, signal.SIGTERM):
+            deadline = time.monotonic() + timeout
+            while self.alive(comp):
+                if time.monotonic() >= deadline:
+                    sent = signal.Signals(sig).name
+                    raise ClusterError(f"{name} (pid {comp.pid}) still running {timeout:.0f}s after {sent}")
+                time.sleep(0.05)
         return comp
+
+    def restart_component(self, name: str, timeout: float = 90) -> Component:
+        """Start the stopped component ``name`` again with its recorded argv, env and cwd.
+
+        Same ports, same data (the etcd data dir is kept as it is); the log file is appended to.
+        The new pid replaces the old record in state.json. Waits until it is healthy: etcd answers
+        /health, kube-apiserver /readyz, anything else stays alive for 1 s.
+        """
+        old = self.component(name)
+        if self.alive(old):
+            raise ClusterError(f"{name} (pid {old.pid}) is still running; kill_component it first")
+        if not old.argv:
+            raise ClusterError(f"{name} was recorded without its command line (older state.json); cannot restart")
+        self._procs.pop(old.pid, None)
+        comp = self._popen(name, old.argv, old.env, Path(old.cwd or self.dir))
+        self._record(comp, replaces=old.pid)
+        _log(f"restarted {name} (pid {old.pid} -> {comp.pid})")
+        self._wait_healthy(comp, timeout)
+        return comp
+
+    def _wait_healthy(self, comp: Component, timeout: float) -> None:
+        if comp.name == "etcd":
+            url = _flag(comp.argv, "--advertise-client-urls") or _flag(comp.argv, "--listen-client-urls")
+            health = url.split(",")[0].rstrip("/") + "/health"
+            self.wait(
+                "etcd health", lambda: urllib.request.urlopen(health, timeout=2).status == 200, comp, timeout=timeout
+            )
+        elif comp.name == "kube-apiserver":
+            self.wait("kube-apiserver /readyz", self.ready, comp, timeout=timeout)
+        else:
+            settled = time.monotonic() + 1
+            self.wait(f"{comp.name} to stay up for 1s", lambda: time.monotonic() >= settled, comp, timeout=timeout)
 
     def wait(self, what: str, check, comp: Component | None = None, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -418,6 +509,8 @@ class Cluster:
                 continue
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(comp.pid, signal.SIGTERM)
+                # A component stopped by a fault-injection test would keep SIGTERM pending.
+                os.killpg(comp.pid, signal.SIGCONT)
         deadline = time.monotonic() + 15
         for comp in reversed(comps):
             while self.alive(comp) and time.monotonic() < deadline:
@@ -459,6 +552,12 @@ class Cluster:
             rc = 1
         self._print_usage()
         return rc
+
+
+def _flag(argv: list[str], name: str) -> str:
+    """The value of ``--name=value`` in argv, or ''."""
+    prefix = name + "="
+    return next((a[len(prefix) :] for a in argv if a.startswith(prefix)), "")
 
 
 def _nodes_manifest(count: int) -> str:

@@ -261,10 +261,11 @@ class Controller:
     async def stop(self) -> None:
         if self._begin_task is not None:
             self._begin_task.cancel()
-        for task in self._tasks:
-            if task not in self.recorder.tasks:
-                task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        own = [t for t in self._tasks if t not in self.recorder.tasks]
+        for task in own:
+            task.cancel()
+        await asyncio.gather(*own, return_exceptions=True)
+        # Events already queued are still sent (briefly), unless leadership is gone.
         await self.recorder.stop()
 
     async def _resync(self) -> None:
