@@ -287,6 +287,10 @@ class Controller:
                 self.queue.done(key)
                 await self._gate.wait()
                 continue
+            if not self.models.current.is_set():
+                # The AIModel watch broke: until the relist says which models still exist, a
+                # reconcile could re-create the children of one deleted meanwhile.
+                await self.models.current.wait()
             started = time.monotonic()
             try:
                 await self.reconcile(key)

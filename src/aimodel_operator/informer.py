@@ -77,6 +77,9 @@ class Informer:
         # ten times the memory, and a reconcile parses only the few it reads.
         self.store: dict[Key, tuple[int, bytes]] = {}
         self.synced = asyncio.Event()
+        # Set while the cache is current: listed and followed by a live watch. Cleared from the
+        # moment a watch fails until the relist that follows it is complete.
+        self.current = asyncio.Event()
         # None until decided; False while the API does not serve the kind (CRD missing).
         self.available: bool | None = None
         self.on_availability: Callable[[bool], None] | None = None
@@ -175,7 +178,12 @@ class Informer:
             self._absent_seen = 0
             self._set_available(True)
             self.synced.set()
-            if await self._watch(rv):
+            self.current.set()
+            try:
+                ok = await self._watch(rv)
+            finally:
+                self.current.clear()
+            if ok:
                 failures = 0
             else:
                 failures += 1
@@ -213,6 +221,7 @@ class Informer:
             self._notify("DELETED", json.loads(raw))
         self._set_available(False)
         self.synced.set()
+        self.current.set()
         return True
 
     async def _list(self) -> str:
