@@ -312,7 +312,7 @@ async def run(args: argparse.Namespace) -> dict:
     cluster.up()
     try:
         cluster.kubectl("apply", "--server-side", "-f", str(REPO / "config" / "crd" / "bases"))
-        cluster.kubectl("wait", "--for=condition=Established", "crd/aimodels.model.youxam.com")
+        cluster.wait_established("aimodels.model.youxam.com")
         os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
         kube = Kube(await load_configuration())
         results: dict = {"models": args.models}

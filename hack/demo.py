@@ -112,7 +112,7 @@ def main() -> None:
     cluster.up(keda=True, pulsar=True)
     step("Installing the AIModel CRD")
     show(cluster, "apply", "--server-side", "-f", str(REPO / "config" / "crd" / "bases"))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/aimodels.model.youxam.com", "--timeout=60s")
+    cluster.wait_established("aimodels.model.youxam.com")
     keda.install_crds(cluster)
     step("Starting the operator")
     start_operator(cluster)

@@ -16,7 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from kube_helpers import REPO, Kubectl, OperatorProcess, wait_for
+from kube_helpers import REPO, Kubectl, OperatorProcess, established, wait_for
 
 TEST_CLUSTER_DIR = REPO / ".devcluster-test"
 
@@ -79,7 +79,7 @@ def k(kubectl, namespace) -> Kubectl:
 @pytest.fixture(scope="session")
 def crds_installed(kubectl):
     kubectl("apply", "--server-side", "-f", str(REPO / "config" / "crd" / "bases"))
-    kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/aimodels.model.youxam.com")
+    established(kubectl, "aimodels.model.youxam.com")
     return True
 
 

@@ -106,6 +106,13 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0, interva
         time.sleep(interval)
 
 
+def established(kubectl: Kubectl, crd: str, timeout: float = 60) -> None:
+    """Wait until a CRD is Established (polled: a brand-new CRD may have no conditions, which
+    makes `kubectl wait` fail at once instead of waiting)."""
+    path = "jsonpath={.status.conditions[?(@.type=='Established')].status}"
+    wait_for(f"CRD {crd} Established", lambda: kubectl("get", "crd", crd, "-o", path) == "True", timeout=timeout)
+
+
 class OperatorProcess:
     """``aimodel-operator run`` as a real process against the test cluster."""
 

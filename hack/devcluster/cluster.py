@@ -278,6 +278,20 @@ class Cluster:
 
     # -- lifecycle -------------------------------------------------------------
 
+    def wait_established(self, crd: str, timeout: float = 60) -> None:
+        """Wait until a CRD is Established. Polled: right after its creation a CRD may have no
+        conditions at all, and `kubectl wait` then fails at once instead of waiting."""
+        self.wait(
+            f"CRD {crd} Established",
+            lambda: (
+                "True"
+                in self.kubectl(
+                    "get", "crd", crd, "-o", "jsonpath={.status.conditions[?(@.type=='Established')].status}"
+                )
+            ),
+            timeout=timeout,
+        )
+
     def dead_components(self) -> list[Component]:
         return [c for c in self.components() if not self.alive(c)]
 

@@ -73,7 +73,7 @@ def crds_dir() -> Path:
 def install_crds(cluster: Cluster) -> None:
     for path in sorted(crds_dir().glob("*.yaml")):
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/scaledobjects.keda.sh")
+    cluster.wait_established("scaledobjects.keda.sh")
 
 
 def uninstall(cluster: Cluster) -> None:

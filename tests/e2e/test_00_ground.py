@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from kube_helpers import wait_for
+from kube_helpers import established, wait_for
 
 
 def running_pods(k, selector: str) -> int:
@@ -98,7 +98,7 @@ def test_crd_cel_rule_refuses_invalid_object(kubectl, k):
     }
     kubectl.apply(crd)
     try:
-        kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/widgets.{group}")
+        established(kubectl, f"widgets.{group}")
         bad = {"apiVersion": f"{group}/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"min": 5, "max": 1}}
         res = wait_for(
             "the API server to serve the new kind",
