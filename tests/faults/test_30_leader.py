@@ -51,6 +51,23 @@ def summary(writes: list[Request]) -> str:
     return f"{len(writes)} ({lease} on the Lease, {len(writes) - lease} other)"
 
 
+class WorkWrites:
+    """An operator's write counter without its lease renewals (a leader renews every 2 s, forever).
+
+    Duck-types OperatorProcess for assert_writes_flat, which reads only ``api_writes()``.
+    """
+
+    def __init__(self, op: OperatorProcess) -> None:
+        self.op = op
+
+    def api_writes(self) -> float:
+        return sum(
+            v
+            for key, v in self.op.metrics().items()
+            if key.startswith("aimodel_operator_api_writes_total{") and 'resource="leases"' not in key
+        )
+
+
 def test_frozen_leader_makes_no_write_after_the_takeover(operator_process, kubeconfig, k, namespace, tmp_path):
     operator_process.stop()
     proxies: dict[str, FaultProxy] = {}
@@ -62,7 +79,8 @@ def test_frozen_leader_makes_no_write_after_the_takeover(operator_process, kubec
             proxies[name] = FaultProxy(kubeconfig).start()
             (tmp_path / name).mkdir()
             ops[name] = OperatorProcess(proxies[name].kubeconfig_path(tmp_path / name), tmp_path / name)
-            ops[name].start(env={"POD_NAME": name}, extra_args=leader_args(namespace))
+            # --verbose: the write gate's refusals ("not leading") are logged at debug level.
+            ops[name].start(env={"POD_NAME": name}, extra_args=(*leader_args(namespace), "--verbose"))
         old = wait_for("a leader", lambda: (h := holder(k)) in ops and h)
         new = next(n for n in ops if n != old)
         leader, follower = ops[old], ops[new]
@@ -72,7 +90,8 @@ def test_frozen_leader_makes_no_write_after_the_takeover(operator_process, kubec
         for name, spec in models.items():
             k.apply(model_manifest(name, spec))
         assert_converged(k, models)
-        assert_writes_flat(leader)
+        assert_writes_flat(WorkWrites(leader))
+        before_freeze = leader.api_writes()
         assert proxies[new].writes() == [], "the follower wrote while the leader was alive"
 
         # Freeze just after a lease renewal answered (the next is ~2 s away) and with no
@@ -114,22 +133,35 @@ def test_frozen_leader_makes_no_write_after_the_takeover(operator_process, kubec
         assert "lost lease" in log, leader.log_tail()
 
         old_writes, new_writes = proxies[old].writes(), proxies[new].writes()
+        # The follower's first write is its takeover of the lease (T is when the test saw it, a bit later).
+        assert new_writes and f"/leases/{LEASE}" in new_writes[0].path, new_writes[:3]
+        took = new_writes[0].time
+        assert took < takeover
         old_after = [w for w in old_writes if w.time >= takeover]
+        # What the thawed old leader's write gate refused (logged at debug level).
+        refused = sum("not leading" in line for line in log.splitlines())
         print(
-            f"\nleader {old}: writes before freeze {summary([w for w in old_writes if w.time < frozen_at])}, "
-            f"frozen..takeover {summary([w for w in old_writes if frozen_at <= w.time < takeover])}, "
-            f"after takeover {summary(old_after)}; metrics counter {leader_metric_note(leader)}"
-            f"\nfollower {new}: writes before takeover {summary([w for w in new_writes if w.time < takeover])}, "
-            f"after takeover {summary([w for w in new_writes if w.time >= takeover])}"
-            f"\ntimes: leader elected->freeze {frozen_at - started:.1f}s, freeze->takeover seen "
-            f"{takeover - frozen_at:.1f}s, takeover->thaw {thawed - takeover:.1f}s, thaw->exit {exited - thawed:.1f}s"
+            f"\nleader {old}: writes before freeze {summary([w for w in old_writes if w.time < frozen_at])} "
+            f"(metrics {before_freeze:.0f}), frozen..takeover "
+            f"{summary([w for w in old_writes if frozen_at <= w.time < takeover])}, after takeover {summary(old_after)}"
+            f"; {refused} writes refused 'not leading' after the thaw, exit code {rc}"
+            f"\nfollower {new}: writes before its takeover PUT {summary([w for w in new_writes if w.time < took])}, "
+            f"before T {summary([w for w in new_writes if w.time < takeover])}, "
+            f"after T {summary([w for w in new_writes if w.time >= takeover])}"
+            f"\ntimes: leader elected->freeze {frozen_at - started:.1f}s, "
+            f"freeze->takeover PUT {took - frozen_at:.1f}s, "
+            f"->seen (T) {takeover - took:.2f}s, T->thaw {thawed - takeover:.1f}s, thaw->exit {exited - thawed:.1f}s"
         )
         assert old_after == [], f"the old leader wrote after the takeover: {old_after}"
+        assert [w for w in old_writes if w.time >= took] == [], "the old leader wrote after the takeover PUT"
 
         assert_converged(k, models)
-        flat = assert_writes_flat(follower)
+        flat = assert_writes_flat(WorkWrites(follower))
         new_after = [w for w in proxies[new].writes() if w.time >= takeover]
-        print(f"follower {new}: flat at {flat:.0f} writes (metrics); {summary(new_after)} through its proxy since")
+        print(
+            f"follower {new}: flat at {flat:.0f} writes besides the Lease (metrics); "
+            f"{summary(new_after)} through its proxy since the takeover"
+        )
         assert holder(k) == new
     finally:
         if frozen is not None and frozen.proc is not None:
@@ -138,14 +170,6 @@ def test_frozen_leader_makes_no_write_after_the_takeover(operator_process, kubec
             op.stop()
         for proxy in proxies.values():
             proxy.stop()
-
-
-def leader_metric_note(op: OperatorProcess) -> str:
-    """The exited process's /metrics is gone: say so rather than fail."""
-    try:
-        return f"{op.api_writes():.0f}"
-    except OSError:
-        return "n/a (exited)"
 
 
 def skewed_time() -> str:
