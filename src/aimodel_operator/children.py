@@ -153,6 +153,8 @@ class ChildApplier:
             result = await self._apply(desired, cached["metadata"]["uid"], informer)
         else:
             result = await self._create(model, desired, informer)
+            if result is None:
+                return False
         informer.remember(result)
         return True
 
@@ -169,8 +171,11 @@ class ChildApplier:
             raise
         return result
 
-    async def _create(self, model: Manifest, desired: Manifest, informer: Informer) -> Manifest:
-        """Create an absent child; if the name is taken, adopt only what this AIModel controls."""
+    async def _create(self, model: Manifest, desired: Manifest, informer: Informer) -> Manifest | None:
+        """Create an absent child; if the name is taken, adopt only what this AIModel controls.
+
+        Returns what was written, None when the object was ours and already right.
+        """
         meta = desired["metadata"]
         # No object has this resourceVersion: an existing one refuses the apply untouched (409),
         # a free name is created.
@@ -189,7 +194,10 @@ class ChildApplier:
         except ChildConflict:
             self.strangers.add((desired["kind"], meta["namespace"], meta["name"]))
             raise
-        # Ours, though the cache did not show it (a relist older than the create, a label removed).
+        # Ours, though the cache did not show it (a label removed, a cache behind the API).
+        if not diff.needs_apply(desired, live):
+            informer.remember(live)
+            return None
         log.info("adopting own child kind=%s namespace=%s name=%s", desired["kind"], meta["namespace"], meta["name"])
         return await self._apply(desired, live["metadata"]["uid"], informer)
 

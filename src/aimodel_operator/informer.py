@@ -241,7 +241,10 @@ class Informer:
                     seen.add(key_of(item))
                 self._apply("ADDED", item)
         self.relists += 1
-        for key in [key for key in self.store if key not in seen]:
+        # Not listed and not newer than the list: gone. An object newer than the list's snapshot
+        # (remembered from a write made meanwhile) is not; the watch from the list brings it.
+        list_rv = int(rv) if rv.isdigit() else 0
+        for key in [key for key, (obj_rv, _) in self.store.items() if key not in seen and obj_rv <= list_rv]:
             _, raw = self.store.pop(key)
             self._notify("DELETED", json.loads(raw))
         return rv

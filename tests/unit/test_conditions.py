@@ -1,0 +1,170 @@
+"""Pure decisions of the reconcile: conditions, announcements, ownership, the leader's write window."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from aimodel_operator import conditions
+from aimodel_operator.children import DEPENDS_ON, ChildConflict, ChildPending, judge
+from aimodel_operator.controller import _keep_secret
+from aimodel_operator.leader import LeaderElector
+
+UID = "0f6c3a8e-1111-2222-3333-444455556666"
+
+
+def model(spec=None):
+    return {
+        "apiVersion": "model.youxam.com/v1alpha1",
+        "kind": "AIModel",
+        "metadata": {"name": "m", "namespace": "ns", "uid": UID, "generation": 1},
+        "spec": {"type": "remote", "model": "gpt", "image": "i", **(spec or {})},
+    }
+
+
+def child(owner_uid=None, owner_name="m", kind="AIModel"):
+    meta = {"name": "m-worker", "namespace": "ns"}
+    if owner_uid:
+        meta["ownerReferences"] = [{"kind": kind, "name": owner_name, "uid": owner_uid, "controller": True}]
+    return {"kind": "ServiceAccount", "metadata": meta}
+
+
+# -- ownership -------------------------------------------------------------------
+
+
+def test_a_child_is_ours_only_by_its_controller_uid():
+    judge(model(), child(UID))
+    with pytest.raises(ChildConflict, match="ServiceAccount m-worker already exists"):
+        judge(model(), child())
+    with pytest.raises(ChildConflict):
+        judge(model(), child("another-uid", owner_name="other"))
+    # A non-controller reference to us does not make it ours.
+    shared = child()
+    shared["metadata"]["ownerReferences"] = [{"kind": "AIModel", "name": "m", "uid": UID, "controller": False}]
+    with pytest.raises(ChildConflict):
+        judge(model(), shared)
+
+
+def test_a_child_of_a_deleted_namesake_waits_for_garbage_collection():
+    with pytest.raises(ChildPending):
+        judge(model(), child("uid-of-the-deleted-one"))
+
+
+def test_dependents_wait_for_what_they_run_as_or_bind():
+    assert set(DEPENDS_ON["Deployment"]) == {"ServiceAccount", "Secret"}
+    assert set(DEPENDS_ON["RoleBinding"]) == {"Role", "ServiceAccount"}
+    assert "Deployment" in DEPENDS_ON["ScaledObject"]
+
+
+# -- conditions ------------------------------------------------------------------
+
+
+def test_api_key_secret_problems_name_the_field():
+    ref = model({"apiKeySecretRef": {"name": "s", "key": "token"}})
+    assert conditions.api_key_secret(model(), None) is None
+    missing = conditions.api_key_secret(ref, None)
+    assert missing.reason == "APIKeySecretNotFound"
+    assert missing.message == 'spec.apiKeySecretRef: Secret "s" does not exist in namespace ns'
+    assert conditions.api_key_secret(ref, frozenset({"other"})).message == (
+        'spec.apiKeySecretRef: Secret "s" has no key "token"'
+    )
+    assert conditions.api_key_secret(ref, frozenset({"token"})) is None
+
+
+def test_refused_children_and_conflicts():
+    assert conditions.apply_failed([]) is None
+    cond = conditions.apply_failed(["Deployment m-deployment: images from forbidden/ are not allowed"])
+    assert (cond.type, cond.status, cond.reason) == ("Ready", False, "ApplyFailed")
+    assert "forbidden/" in cond.message
+    assert conditions.child_conflicts(["a", "b"]).message == "a; b"
+
+
+def test_autoscaling_condition():
+    keda = model({"msgBacklogThreshold": 2})
+    assert conditions.autoscaling(model(), True, "http://admin", None) is None
+    assert conditions.autoscaling(keda, False, "http://admin", None).reason == "KEDANotInstalled"
+    assert conditions.autoscaling(keda, True, "", None).reason == "PulsarAdminURLNotSet"
+    assert conditions.autoscaling(keda, True, "http://admin", None).status is None
+    ready = {"status": {"conditions": [{"type": "Ready", "status": "True"}, {"type": "Active", "status": "False"}]}}
+    cond = conditions.autoscaling(keda, True, "http://admin", ready)
+    assert (cond.status, cond.reason, cond.message) == (
+        True,
+        "ScaledObjectReady",
+        "KEDA ScaledObject ready; active=False",
+    )
+    failing = {
+        "status": {"conditions": [{"type": "Ready", "status": "False", "reason": "TriggerError", "message": "x"}]}
+    }
+    assert conditions.autoscaling(keda, True, "http://admin", failing).reason == "TriggerError"
+
+
+def _status(state, message, *conds):
+    return {
+        "state": state,
+        "message": message,
+        "conditions": [{"type": t, "status": s, "reason": r, "message": m} for t, s, r, m in conds],
+    }
+
+
+def test_announcements():
+    first = _status("Running", "ok", ("Ready", "True", "WorkersReady", "1/1"))
+    assert conditions.announcements({}, first) == []
+    failed = _status("Failed", "GeneralError: x", ("Ready", "False", "WorkerReportedError", "GeneralError: x"))
+    [note] = conditions.announcements(first, failed)
+    assert (note.type, note.reason, note.message) == ("Warning", "StateFailed", "GeneralError: x")
+    refused = _status("Running", "m", ("Ready", "False", "ApplyFailed", "Deployment m-deployment: denied"))
+    [note] = conditions.announcements(first, refused)
+    assert (note.type, note.reason) == ("Warning", "ApplyFailed")
+    # The same problem again is no news.
+    assert conditions.announcements(refused, refused) == []
+
+
+# -- what the caches keep --------------------------------------------------------
+
+
+def test_foreign_secrets_are_kept_as_key_names_and_hashes_only():
+    theirs = {
+        "metadata": {"name": "s", "namespace": "ns", "uid": "u", "resourceVersion": "5", "annotations": {"a": "b"}},
+        "data": {"token": "c2VjcmV0"},
+    }
+    kept = _keep_secret(theirs)
+    assert set(kept) == {"metadata", "keys"}
+    assert set(kept["keys"]) == {"token"}
+    assert "c2VjcmV0" not in str(kept)
+    ours = {"metadata": {"name": "m-worker-secrets", "labels": {"app.kubernetes.io/managed-by": "aimodel-operator"}}}
+    assert _keep_secret({**ours, "data": {"API_KEY": "eA=="}})["data"] == {"API_KEY": "eA=="}
+
+
+# -- leader election --------------------------------------------------------------
+
+
+async def test_the_leader_writes_only_within_its_renew_deadline():
+    now = [100.0]
+    elector = LeaderElector("ns", "lease", "me", lambda: None, clock=lambda: now[0])
+    assert elector.write_window() == 0
+    elector._renewed_at = 100.0
+    elector.leading.set()
+    assert elector.write_window() == pytest.approx(10)
+    now[0] = 109.5
+    assert elector.write_window() == pytest.approx(0.5)
+    now[0] = 110.1
+    assert elector.write_window() < 0
+    await asyncio.sleep(0)
+
+
+def test_a_lease_expires_by_our_clock_from_when_it_last_changed():
+    now = [0.0]
+    elector = LeaderElector("ns", "lease", "me", lambda: None, clock=lambda: now[0])
+    # The holder's renewTime is an hour old by our wall clock (its clock is skewed): irrelevant.
+    spec = {"holderIdentity": "other", "renewTime": "2020-01-01T00:00:00.000000Z", "leaseDurationSeconds": 15}
+    elector._observe(spec)
+    now[0] = 14.0
+    elector._observe(spec)
+    assert now[0] < elector._observed_at + 15  # still live
+    now[0] = 20.0
+    elector._observe({**spec, "renewTime": "2020-01-01T00:00:05.000000Z"})  # it renewed: live again
+    assert elector._observed_at == 20.0
+    now[0] = 36.0
+    elector._observe({**spec, "renewTime": "2020-01-01T00:00:05.000000Z"})
+    assert now[0] >= elector._observed_at + 15  # unchanged for a whole duration: expired

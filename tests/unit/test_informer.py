@@ -1,0 +1,158 @@
+"""The informer against a scripted API: relists report deletions, pages, idle watches, confirmed absence.
+
+The fake below plays only the list/watch/discovery protocol; the informer's
+behaviour against the real API server is covered by the fault suite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from aimodel_operator.informer import ABSENCE_CONFIRMATIONS, Informer
+from aimodel_operator.kube import ApiError, Resource, WatchIdle
+
+THINGS = Resource("example.com", "v1", "things", "Thing")
+
+
+def obj(name, rv, ns="ns"):
+    return {"metadata": {"name": name, "namespace": ns, "resourceVersion": str(rv), "managedFields": [1]}}
+
+
+class ScriptedApi:
+    """Each list returns the next snapshot (paged); each watch plays the next script, then blocks."""
+
+    def __init__(self, snapshots, watches=(), served=True):
+        self.snapshots = list(snapshots)
+        self.watches = list(watches)
+        self.lists = 0
+        self.watch_from: list[str] = []
+        self.limits: list[int] = []
+        self.is_served = served
+        self.blocked = asyncio.Event()
+
+    async def list(self, res, limit=500, **query):
+        self.lists += 1
+        self.limits.append(limit)
+        snap = self.snapshots.pop(0) if len(self.snapshots) > 1 else self.snapshots[0]
+        if isinstance(snap, Exception):
+            raise snap
+        items, rv = snap
+        for start in range(0, max(len(items), 1), limit):
+            yield {"metadata": {"resourceVersion": str(rv)}, "items": [dict(i) for i in items[start : start + limit]]}
+
+    async def watch(self, res, rv, idle=None, **query):
+        self.watch_from.append(rv)
+        script = self.watches.pop(0) if self.watches else None
+        if script is None:
+            self.blocked.set()
+            await asyncio.Event().wait()
+        for item in script:
+            if isinstance(item, Exception):
+                raise item
+            yield item
+
+    async def served(self, res):
+        return self.is_served
+
+
+async def run_until(informer, condition, timeout=2.0):
+    task = asyncio.create_task(informer.run())
+    try:
+        async with asyncio.timeout(timeout):
+            while not condition():  # noqa: ASYNC110 - polls the informer's visible state
+                await asyncio.sleep(0.001)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_relist_reports_what_vanished_while_no_watch_ran(monkeypatch):
+    monkeypatch.setattr("aimodel_operator.informer.sleep_backoff", lambda n: asyncio.sleep(0))
+    api = ScriptedApi(
+        [([obj("a", 1), obj("b", 2)], 2), ([obj("a", 1)], 9)],
+        watches=[[{"type": "ERROR", "object": {"code": 500, "message": "boom"}}]],
+    )
+    seen = []
+    informer = Informer(api, THINGS, lambda kind, o: seen.append((kind, o["metadata"]["name"])))
+    await run_until(informer, lambda: api.lists == 2 and api.blocked.is_set())
+    assert seen == [("ADDED", "a"), ("ADDED", "b"), ("DELETED", "b")]
+    assert informer.get("ns", "b") is None
+    assert informer.get("ns", "a")["metadata"].get("managedFields") is None
+    assert api.watch_from == ["2", "9"]
+
+
+async def test_lists_are_paged_and_unchanged_objects_are_not_reported_again():
+    api = ScriptedApi([([obj(f"o{n}", n) for n in range(1, 8)], 7)], watches=[[], None])
+    seen = []
+    informer = Informer(api, THINGS, lambda kind, o: seen.append(kind), page_size=3)
+    await run_until(informer, lambda: api.blocked.is_set())
+    assert api.limits == [3]
+    # The server ended the first watch: watched again from where it was, no relist.
+    assert api.watch_from == ["7", "7"]
+    assert len(informer) == 7
+    assert seen == ["ADDED"] * 7
+
+
+async def test_an_uncached_kind_delivers_every_object_and_keeps_none():
+    api = ScriptedApi([([obj("e1", 1), obj("e2", 2)], 2)], watches=[None])
+    seen = []
+    informer = Informer(api, THINGS, lambda kind, o: seen.append(o["metadata"]["name"]), keep=False)
+    await run_until(informer, lambda: api.blocked.is_set())
+    assert seen == ["e1", "e2"] and len(informer) == 0
+
+
+async def test_a_silent_watch_is_watched_again_from_the_last_version_without_a_relist():
+    api = ScriptedApi(
+        [([], 5)],
+        watches=[[{"type": "ADDED", "object": obj("a", 6)}, WatchIdle("nothing for 5s")], None],
+    )
+    informer = Informer(api, THINGS, None)
+    await run_until(informer, lambda: api.blocked.is_set())
+    assert api.lists == 1
+    assert api.watch_from == ["5", "6"]
+
+
+async def test_an_expired_history_relists_at_once(monkeypatch):
+    api = ScriptedApi([([], 5), ([obj("a", 20)], 20)], watches=[[ApiError(410, {}, "WATCH", "/")], None])
+    informer = Informer(api, THINGS, None)
+    await run_until(informer, lambda: api.blocked.is_set())
+    assert api.lists == 2 and informer.get("ns", "a") is not None
+
+
+async def test_an_own_write_newer_than_the_list_is_neither_lost_nor_echoed():
+    api = ScriptedApi([([], 5)], watches=[[{"type": "MODIFIED", "object": obj("a", 6)}], None])
+    seen = []
+    informer = Informer(api, THINGS, lambda kind, o: seen.append(kind))
+    assert informer.remember(obj("a", 6))
+    assert not informer.remember(obj("a", 5)), "an older answer must not replace a newer object"
+    await run_until(informer, lambda: api.blocked.is_set())
+    assert seen == []
+
+
+async def test_an_optional_kind_is_given_up_only_after_repeated_confirmation(monkeypatch):
+    monkeypatch.setattr("aimodel_operator.informer.sleep_backoff", lambda n: asyncio.sleep(0))
+    gone = ApiError(404, {"message": "not found"}, "GET", "/")
+    api = ScriptedApi([([obj("s", 1)], 1), gone], watches=[[ApiError(500, {}, "WATCH", "/")]])
+    changes = []
+    informer = Informer(api, THINGS, None, optional=True, absent_retry=0.003)
+    informer.on_availability = changes.append
+    # Discovery still serves the kind: a 404 on the list is a blip, never an absence.
+    await run_until(informer, lambda: api.lists >= 10)
+    assert informer.available is True and changes == []
+    assert informer.get("ns", "s") is not None
+    # Discovery agrees it is gone: given up after ABSENCE_CONFIRMATIONS looks.
+    api.is_served = False
+    await run_until(informer, lambda: informer.available is False)
+    assert changes == [False]
+    assert informer.get("ns", "s") is None
+    assert ABSENCE_CONFIRMATIONS >= 2
+
+
+@pytest.mark.parametrize("status", [403, 404])
+async def test_an_optional_kind_missing_at_start_is_absent_at_once(status):
+    api = ScriptedApi([ApiError(status, {}, "GET", "/")], served=False)
+    informer = Informer(api, THINGS, None, optional=True, absent_retry=0.01)
+    await run_until(informer, lambda: informer.synced.is_set())
+    assert informer.available is False
