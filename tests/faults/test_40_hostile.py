@@ -191,3 +191,31 @@ def test_garbled_messages_are_made_printable(operator, k, kubectl, namespace):
     # kubectl shows it in a table without breaking.
     assert "Failed" in k("get", "aimodel", "m", "-o", "wide")
     assert_writes_flat(operator)
+
+
+def test_a_model_recreated_at_once_under_its_name_gets_its_own_children(operator, k):
+    """The children of the deleted namesake are neither adopted nor reported as a clash: they are collected."""
+    k.apply(model_manifest("m", REMOTE))
+    wait_for("Ready", lambda: condition(k, "m", "Ready").get("status") == "True", timeout=30)
+    old_uid = k.get("aimodel", "m")["metadata"]["uid"]
+    k("delete", "aimodel", "m", "--wait=false")
+    k.apply(model_manifest("m", dict(REMOTE, image="user/image:v2")))
+    new_uid = (
+        wait_for(
+            "the new model", lambda: (k.get("aimodel", "m") or {}).get("metadata", {}).get("uid") not in (None, old_uid)
+        )
+        and k.get("aimodel", "m")["metadata"]["uid"]
+    )
+
+    def owned_by_new() -> bool:
+        for kind, name in _children("m").items():
+            obj = k.get(kind, name)
+            if obj is None or obj["metadata"]["ownerReferences"][0]["uid"] != new_uid:
+                return False
+        return True
+
+    wait_for("every child owned by the new model", owned_by_new, timeout=60)
+    wait_for("Ready", lambda: condition(k, "m", "Ready").get("status") == "True", timeout=30)
+    assert k.get("deployment", "m-deployment")["spec"]["template"]["spec"]["containers"][0]["image"] == "user/image:v2"
+    assert condition(k, "m", "Ready").get("reason") != "ChildConflict"
+    assert_writes_flat(operator)
