@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -67,13 +68,19 @@ class Operator:
             stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 60
+        # Serving means caches synced: /readyz (an operator without it answers 404 there: /healthz).
+        path = "/readyz"
         while time.monotonic() < deadline:
             try:
-                if urllib.request.urlopen(f"http://127.0.0.1:{health}/healthz", timeout=1).status == 200:
+                if urllib.request.urlopen(f"http://127.0.0.1:{health}{path}", timeout=1).status == 200:
                     return
+            except urllib.error.HTTPError as err:
+                if err.code == 404:
+                    path = "/healthz"
+                time.sleep(0.05)
             except OSError:
-                time.sleep(0.1)
-        raise SystemExit("operator did not become healthy")
+                time.sleep(0.05)
+        raise SystemExit("operator did not become ready")
 
     def stop(self) -> None:
         if self.proc:

@@ -67,8 +67,8 @@ def start_operator(cluster: Cluster) -> None:
         },
     )
     cluster.wait(
-        "the operator's /healthz",
-        lambda: urllib.request.urlopen(f"http://127.0.0.1:{health}/healthz", timeout=2).status == 200,
+        "the operator's /readyz (caches synced)",
+        lambda: urllib.request.urlopen(f"http://127.0.0.1:{health}/readyz", timeout=2).status == 200,
         comp,
         timeout=60,
     )
