@@ -1,11 +1,11 @@
-"""The kubebuilder make targets against the test cluster. Runs last: uninstall removes the CRD."""
+"""The kubebuilder make targets against the test cluster. Uninstall removes the CRD: it is installed again after."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 
-from kube_helpers import REPO, wait_for
+from kube_helpers import REPO, established, wait_for
 
 
 def make(kubectl, *targets: str) -> subprocess.CompletedProcess:
@@ -33,6 +33,11 @@ def test_install_deploy_undeploy_uninstall_each_twice(kubectl, operator_process)
         make(kubectl, "undeploy")
     assert system.get("deployment", "aimodel-operator-controller-manager") is None
     assert kubectl.get("clusterrole", "aimodel-operator-manager-role") is None
-    for _ in range(2):
-        make(kubectl, "uninstall")
-    wait_for("the CRD removed", lambda: kubectl.get("crd", "aimodels.model.youxam.com") is None, timeout=60)
+    try:
+        for _ in range(2):
+            make(kubectl, "uninstall")
+        wait_for("the CRD removed", lambda: kubectl.get("crd", "aimodels.model.youxam.com") is None, timeout=60)
+    finally:
+        # The tests that follow (the fault suite) need the CRD the session installed.
+        make(kubectl, "install")
+        established(kubectl, "aimodels.model.youxam.com")
