@@ -61,13 +61,32 @@ class Blocked(Exception):
     """Not applied because a child it depends on could not be."""
 
 
+class Replaced(Exception):
+    """The object changed identity under us (deleted, or replaced by a namesake): look again."""
+
+
+def refusal(err: ApiError) -> bool:
+    """The API server said no to the object itself (admission, quota, validation), not a passing failure."""
+    return err.status in (400, 403, 422) and not err.namespace_terminating
+
+
 @dataclass
 class Outcome:
     applied: list[Manifest] = field(default_factory=list)
+    # Names taken by objects this AIModel does not control.
     conflicts: list[str] = field(default_factory=list)
+    # Held by a deleted namesake (garbage collection is on it), or replaced under us: look again soon.
     pending: bool = False
-    errors: list[Exception] = field(default_factory=list)
+    # What the API server refused, "<kind> <name>: <its message>".
     refused: list[str] = field(default_factory=list)
+    # Anything that failed (refusals included); the first is raised to retry with backoff.
+    errors: list[Exception] = field(default_factory=list)
+    # Children not applied for any reason (failed, or waiting on one that failed).
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return not (self.conflicts or self.pending or self.errors or self.missing)
 
 
 def conflict_message(kind: str, name: str) -> str:
@@ -113,19 +132,25 @@ class ChildApplier:
         results = await asyncio.gather(*tasks.values(), return_exceptions=True)
         out = Outcome()
         for child, res in zip(desired, results, strict=True):
+            label = f"{child['kind']} {child['metadata']['name']}"
+            if isinstance(res, asyncio.CancelledError):
+                raise res
             if res is True:
                 out.applied.append(child)
-            elif isinstance(res, ChildConflict):
+                continue
+            if res is False:
+                continue
+            out.missing.append(label)
+            if isinstance(res, ChildConflict):
                 out.conflicts.append(str(res))
-            elif isinstance(res, ChildPending):
+            elif isinstance(res, ChildPending | Replaced):
                 out.pending = True
-            elif isinstance(res, ApiError):
+            elif isinstance(res, Blocked):
+                pass  # what it waits for says why
+            elif isinstance(res, Exception):
                 out.errors.append(res)
-                out.refused.append(f"{child['kind']} {child['metadata']['name']}: {res.message}")
-            elif isinstance(res, asyncio.CancelledError):
-                raise res
-            elif isinstance(res, Exception) and not isinstance(res, Blocked):
-                out.errors.append(res)
+                if isinstance(res, ApiError) and refusal(res):
+                    out.refused.append(f"{label}: {res.message}")
         return out
 
     async def ensure(self, model: Manifest, desired: Manifest) -> bool:
@@ -164,10 +189,12 @@ class ChildApplier:
         try:
             result, _ = await self.kube.apply(body, force=True)
         except ApiError as err:
-            if err.status == 409:
-                # Replaced meanwhile: what is there now is looked at again on the retry.
+            # 409: gone meanwhile ("uid mismatch"); 422 on metadata.uid: a namesake replaced it.
+            # Nothing was written; what is there now is looked at on the next reconcile.
+            if err.status == 409 or (err.status == 422 and "metadata.uid" in err.message):
                 meta = desired["metadata"]
                 informer.forget(meta["namespace"], meta["name"])
+                raise Replaced(f"{desired['kind']} {meta['name']} changed under us") from err
             raise
         return result
 
@@ -188,7 +215,7 @@ class ChildApplier:
                 raise
         live = await self.kube.get(informer.resource, meta["namespace"], meta["name"])
         if live is None:
-            raise ApiError(409, {"message": "the object vanished while it was created; retrying"}, "APPLY", "")
+            raise Replaced(f"{desired['kind']} {meta['name']} vanished while it was created")
         try:
             judge(model, live)
         except ChildConflict:

@@ -137,7 +137,7 @@ async def _run(args: argparse.Namespace) -> int:
     starting.cancel()
     await controller.stop()
     if elector is not None:
-        await elector.release()
+        await elector.release(safe=kube.writes_cancelled == 0)
     await kube.close()
     if lease_kube is not None:
         await lease_kube.close()

@@ -11,6 +11,8 @@ from .status import AUTOSCALING, READY, Condition
 
 # Ready reasons that mean the operator found something wrong with the AIModel or its children.
 PROBLEM_REASONS = frozenset({"ChildConflict", "APIKeySecretNotFound", "ApplyFailed"})
+# A passing failure (the API server unavailable, a namesake being collected): said in status, no Event.
+NOT_APPLIED = "ChildrenNotApplied"
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,14 @@ def apply_failed(messages: list[str]) -> Condition | None:
     if not messages:
         return None
     return Condition(READY, False, "ApplyFailed", "; ".join(messages))
+
+
+def not_applied(missing: list[str], errors: list[Exception]) -> Condition | None:
+    """Children not (yet) applied for a passing reason: the new spec is not in effect, Ready is False."""
+    if not missing:
+        return None
+    why = f": {errors[0]}" if errors else ""
+    return Condition(READY, False, NOT_APPLIED, f"not applied yet: {', '.join(missing)}{why}")
 
 
 def announcements(before: dict[str, Any], after: dict[str, Any]) -> list[Announcement]:

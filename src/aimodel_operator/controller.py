@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from . import builders, conditions, metrics
@@ -47,14 +48,14 @@ KEDA_RESOURCES = (SCALED_OBJECTS, TRIGGER_AUTHS)
 MANAGED = f"{builders.LABEL_MANAGED_BY}={FIELD_MANAGER}"
 REVISION = "deployment.kubernetes.io/revision"
 
-# A child held by a deleted AIModel of the same name is looked at again this soon.
-PENDING_RETRY_SECONDS = 1.0
-# A name taken by someone else is looked at again (a read, never a write) at most this far apart.
-CONFLICT_RETRY_MAX_SECONDS = 30.0
+# A name taken by someone else, or held by a deleted namesake, is looked at again (a read, never a
+# write) after 0.5 s, 1 s, 2 s, ... and at most this far apart.
+LOOK_AGAIN_MAX_SECONDS = 30.0
 
 
-class Conflicted(Exception):
-    """A child's name is someone else's: the reconcile did what it could and must look again later."""
+class LookAgain(Exception):
+    """A child's name is someone else's, or still a deleted namesake's: the reconcile did what it
+    could and must look again later (reads only, until the name is free)."""
 
 
 def _keep_deployment(obj: Manifest) -> Manifest:
@@ -111,7 +112,7 @@ class Controller:
         self.workers = workers
         self.resync = resync
         self.queue = WorkQueue()
-        self.intake = Intake(self.queue.add)
+        self.intake = Intake(self.queue.add, known=lambda key: key in self.models)
         self.recorder = Recorder(kube, instance)
         # Optional like KEDA's kinds: an operator started before its CRD serves AIModels once it is installed.
         self.models = Informer(kube, AIMODELS, self._model_event, strip, optional=True, idle=watch_idle)
@@ -210,12 +211,26 @@ class Controller:
             if not revisions:
                 del self._revisions[key]
         else:
+            known = meta["name"] in revisions
             revisions[meta["name"]] = _revision(obj)
+            if not known and key in self.models:
+                # A rollout's new ReplicaSet: reports held back until it was known can now be judged.
+                self.queue.add(key)
 
-    def _replaced(self, key: Key):
-        """Whether a ReplicaSet of this model's workers is older than the current template's."""
+    def _replaced(self, key: Key, deployment: Manifest | None) -> Callable[[str], bool]:
+        """Which ReplicaSets' pods may not speak for the current spec.
+
+        Those older than the newest ReplicaSet; and while the Deployment's rollout is not yet
+        observed, or its revision's ReplicaSet not yet seen, every one: a report naming a pod
+        waits until it is known whether that pod runs the current template.
+        """
         revisions = self._revisions.get(key) or {}
         newest = max(revisions.values(), default=0)
+        if deployment is not None:
+            meta, dep_status = deployment["metadata"], deployment.get("status") or {}
+            unobserved = int(dep_status.get("observedGeneration") or 0) < int(meta.get("generation") or 0)
+            if unobserved or _revision(deployment) > newest:
+                return lambda rs: True
         return lambda rs: rs in revisions and revisions[rs] < newest
 
     def _keda_availability(self, available: bool) -> None:
@@ -298,9 +313,9 @@ class Controller:
                 raise
             except NotLeading:
                 log.debug("not leading: reconcile of namespace=%s name=%s abandoned", key[0], key[1])
-            except Conflicted:
-                # Already reported in status and by an Event: only look again later, with growing pauses.
-                self.queue.add_rate_limited(key, CONFLICT_RETRY_MAX_SECONDS)
+            except LookAgain:
+                # Already said in status: only look again later, with growing pauses.
+                self.queue.add_rate_limited(key, LOOK_AGAIN_MAX_SECONDS)
             except ApiError as err:
                 if err.namespace_terminating:
                     # The namespace, and with it the model, is going away: no retry, no noise.
@@ -333,22 +348,26 @@ class Controller:
             return
         desired = builders.children(model, self.settings, self.caps)
         outcome = await self.applier.apply_all(model, desired)
-        removed = await self.applier.remove_stale(model, {(c["kind"], c["metadata"]["name"]) for c in desired})
+        removed: list[str] = []
+        if outcome.complete:
+            # Only once everything wanted is in place: a Deployment still using the Secret being
+            # replaced must not lose it because its successor was refused.
+            removed = await self.applier.remove_stale(model, {(c["kind"], c["metadata"]["name"]) for c in desired})
         if outcome.applied or removed:
             self._record_changes(model, outcome.applied, removed)
         problem = (
             conditions.child_conflicts(outcome.conflicts)
             or conditions.apply_failed(outcome.refused)
+            or conditions.not_applied(outcome.missing, outcome.errors)
             or conditions.api_key_secret(model, self._secret_keys(model))
         )
         await self._write_status(key, model, problem)
         if outcome.errors:
             raise outcome.errors[0]
-        if outcome.pending:
-            self.queue.add_after(key, PENDING_RETRY_SECONDS)
-        if outcome.conflicts:
-            # Nothing tells us when a stranger's object goes away (it is not in our caches): look again.
-            raise Conflicted("; ".join(outcome.conflicts))
+        if outcome.conflicts or outcome.pending:
+            # Nothing tells us when a stranger's object goes away (it is not in our caches), nor
+            # when garbage collection is done with a namesake's: look again, with growing pauses.
+            raise LookAgain("; ".join(outcome.conflicts) or "a child is held by a deleted namesake")
 
     def _secret_keys(self, model: Manifest) -> frozenset[str] | None:
         ref = builders.spec_of(model).get("apiKeySecretRef")
@@ -379,24 +398,29 @@ class Controller:
         scaled = self.children[SCALED_OBJECTS.kind].get(meta["namespace"], builders.scaled_object_name(meta["name"]))
         autoscaling = conditions.autoscaling(model, self.caps.keda, self.settings.pulsar_admin_url, scaled)
         extra = (autoscaling,) if autoscaling is not None else ()
-        report = self.intake.get(key, self._replaced(key))
+        report = self.intake.get(key, self._replaced(key, deployment))
         new = status_mod.compute(model, report, deployment, extra, problem=problem)
         result, answer = await self.status_writer.write(key, model, new)
-        if result is Written.GONE:
-            # The AIModel no longer exists: whatever the watch missed, forget it now.
-            log.info("gone namespace=%s name=%s", key[0], key[1])
-            self._model_gone(key)
-        elif result is Written.REPLACED:
-            current = self.models.get(*key)
-            if current is not None and current["metadata"].get("uid") == meta["uid"]:
-                self._model_gone(key)
+        if result is Written.STALE:
+            await self._refresh(key, model)
         elif result is Written.WRITTEN:
             self._announce(model, model.get("status") or {}, new)
-            stored = answer is not None and self.models.remember(answer)
-            if stored and answer["metadata"].get("generation") != meta.get("generation"):
-                # The spec changed while we wrote; the response holds it and its watch
-                # event is now older than the cache: reconcile the new spec now.
-                self.queue.add(key)
+            if answer is not None:
+                self.models.remember(answer)
+
+    async def _refresh(self, key: Key, model: Manifest) -> None:
+        """The AIModel is not what we read: read it (the watch may lag), forget it if it is gone."""
+        live = await self.kube.get(AIMODELS, *key)
+        if live is None:
+            # Gone: whatever the watch missed, forget it now.
+            log.info("gone namespace=%s name=%s", key[0], key[1])
+            self._model_gone(key)
+            return
+        if self.models.remember(live):
+            self._model_event("MODIFIED", live)
+        else:
+            # The cache already holds what the API has: try again a little later.
+            self.queue.add_rate_limited(key, LOOK_AGAIN_MAX_SECONDS)
 
     def _announce(self, model: Manifest, before: dict[str, Any], after: dict[str, Any]) -> None:
         for note in conditions.announcements(before, after):

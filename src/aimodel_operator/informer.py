@@ -122,8 +122,11 @@ class Informer:
     def _apply(self, kind: str, obj: Manifest) -> None:
         key = key_of(obj)
         if kind == "DELETED":
-            if self.store.pop(key, None) is None and self.keep:
+            current = self.store.get(key)
+            if self.keep and (current is None or current[0] > rv_int(obj)):
+                # Not cached, or what is cached is newer than the deletion: a successor.
                 return
+            self.store.pop(key, None)
         elif self.keep:
             current = self.store.get(key)
             # Not newer than what we hold: the echo of our own write (remembered from its
@@ -162,40 +165,41 @@ class Informer:
                 rv = await self._list()
             except asyncio.CancelledError:
                 raise
-            except ApiError as err:
-                if self.optional and err.status in (403, 404) and await self._confirm_absent(err):
-                    await asyncio.sleep(self.absent_retry)
-                    continue
+            except Exception as err:
+                if self.optional and isinstance(err, ApiError) and err.status in (403, 404):
+                    try:
+                        if await self._confirm_absent(err):
+                            await asyncio.sleep(self.absent_retry / ABSENCE_CONFIRMATIONS)
+                            continue
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as check:
+                        log.warning("kind=%s absence check failed: %r", self.resource.kind, check)
                 failures += 1
                 log.warning("kind=%s list failed: %s", self.resource.kind, err)
                 await sleep_backoff(failures)
                 continue
-            except Exception as err:
-                failures += 1
-                log.warning("kind=%s list failed: %r", self.resource.kind, err)
-                await sleep_backoff(failures)
-                continue
+            listed = asyncio.get_running_loop().time()
             self._absent_seen = 0
             self._set_available(True)
             self.synced.set()
-            self.current.set()
-            try:
-                ok = await self._watch(rv)
-            finally:
-                self.current.clear()
-            if ok:
-                failures = 0
-            else:
-                failures += 1
+            ok = await self._watch(rv)
+            # A failed watch, or a history gone again right after a list, backs off; a list
+            # that was followed by a long watch starts counting afresh.
+            quick = asyncio.get_running_loop().time() - listed < 5
+            failures = failures + 1 if (not ok or quick) else 0
+            if failures:
                 await sleep_backoff(failures)
 
     async def _confirm_absent(self, err: ApiError) -> bool:
-        """Is the kind really not there for us? Only discovery, asked again and again, says so.
+        """Is the kind really not there for us? True once that is decided (or being confirmed).
 
         One failed list proves nothing (an API server restarting, a webhook, a
-        proxy): while the kind was served, it stays available until discovery
-        has said ``ABSENCE_CONFIRMATIONS`` times in a row that it is gone, or
-        the list was forbidden as many times (our RBAC does not cover it).
+        proxy). A 404 counts only when discovery agrees that the kind is not
+        served; a 403 (our RBAC does not cover the kind) only when it repeats.
+        A kind never seen is given up after one discovery answer; a kind that
+        was served only after ``ABSENCE_CONFIRMATIONS`` in a row, so a blip
+        never takes KEDA away from the models it scales.
         """
         if err.status == 404:
             served = await self.kube.served(self.resource)
@@ -203,7 +207,7 @@ class Informer:
                 self._absent_seen = 0
                 return False
         self._absent_seen += 1
-        needed = 1 if self.available is None else ABSENCE_CONFIRMATIONS
+        needed = 1 if (self.available is None and err.status == 404) else ABSENCE_CONFIRMATIONS
         if self._absent_seen < needed:
             log.info(
                 "kind=%s list refused (%s), absence seen %d/%d",
@@ -212,7 +216,6 @@ class Informer:
                 self._absent_seen,
                 needed,
             )
-            await asyncio.sleep(self.absent_retry / ABSENCE_CONFIRMATIONS)
             return True
         if self.available is not False:
             log.info("kind=%s available=false reason=%s", self.resource.kind, err.status)
@@ -259,7 +262,9 @@ class Informer:
         """
         while True:
             try:
-                async for event in self.kube.watch(self.resource, rv, idle=self.idle, **self.selectors):
+                async for event in self.kube.watch(
+                    self.resource, rv, idle=self.idle, opened=self.current.set, **self.selectors
+                ):
                     kind, obj = event.get("type"), event.get("object") or {}
                     if kind == "ERROR":
                         if obj.get("code") == 410:
@@ -287,6 +292,9 @@ class Informer:
             except Exception as err:
                 log.warning("kind=%s watch interrupted: %r", self.resource.kind, err)
                 return False
+            finally:
+                # Not current from the moment a watch ends until the next one has answered.
+                self.current.clear()
 
 
 def owner_key(obj: Manifest, kind: str = "AIModel") -> Key | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 
 from . import api, metrics
@@ -54,6 +55,8 @@ def replica_set_of(pod: str) -> str:
 
 # Reports kept per AIModel: one per ReplicaSet they came from (and one without a pod), newest first.
 KEPT_PER_MODEL = 4
+# AIModels not (yet) known that reports are kept for: a flood naming made-up models stays bounded.
+MAX_UNKNOWN_MODELS = 1000
 
 
 class Intake:
@@ -65,9 +68,12 @@ class Intake:
     from a replaced ReplicaSet. Reports without a pod always count.
     """
 
-    def __init__(self, on_report: Callable[[Key], None]) -> None:
+    def __init__(self, on_report: Callable[[Key], None], known: Callable[[Key], bool] | None = None) -> None:
         self.on_report = on_report
+        self.known = known
         self.latest: dict[Key, dict[str, Report]] = {}
+        # Keys of unknown AIModels holding reports, oldest first (a report may come before its model is listed).
+        self._unknown: OrderedDict[Key, None] = OrderedDict()
 
     def handle(self, kind: str, event: Manifest) -> None:
         # A deleted event (TTL) does not undo a report: status remembers it.
@@ -77,6 +83,11 @@ class Intake:
         if parsed is None:
             return
         key, report = parsed
+        if self.known is not None and not self.known(key) and key not in self.latest:
+            self._unknown[key] = None
+            if len(self._unknown) > MAX_UNKNOWN_MODELS:
+                oldest, _ = self._unknown.popitem(last=False)
+                self.latest.pop(oldest, None)
         by_rs = self.latest.setdefault(key, {})
         rs = replica_set_of(report.pod)
         known = by_rs.get(rs)
@@ -102,11 +113,13 @@ class Intake:
 
     def drop(self, key: Key) -> None:
         self.latest.pop(key, None)
+        self._unknown.pop(key, None)
 
     def prune(self, known: Callable[[Key], bool]) -> None:
         """Forget reports about AIModels that do not exist (anymore)."""
         for key in [k for k in self.latest if not known(k)]:
             del self.latest[key]
+        self._unknown.clear()
 
 
 def tiny(event: Manifest) -> Manifest:

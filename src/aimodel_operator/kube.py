@@ -135,6 +135,8 @@ class Kube:
         cfg.connection_pool_maxsize = pool_size
         self._api = client.ApiClient(cfg)
         self.write_gate = write_gate
+        # Writes cancelled on their way (at shutdown): they may still land after we stopped.
+        self.writes_cancelled = 0
 
     async def close(self) -> None:
         await self._api.close()
@@ -155,6 +157,28 @@ class Kube:
                 if left <= 0:
                     raise NotLeading(f"{method} {path}: not leading")
                 timeout = min(timeout, left)
+        if method != "GET":
+            return await self._write(method, path, body, query, content_type, timeout, with_status)
+        return await self._send(method, path, body, query, content_type, timeout, with_status)
+
+    async def _write(self, *args: Any) -> Any:
+        try:
+            return await self._send(*args)
+        except asyncio.CancelledError:
+            # Sent or not, nobody knows: it may still land (leader election must allow for it).
+            self.writes_cancelled += 1
+            raise
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        query: dict[str, Any] | None,
+        content_type: str,
+        timeout: float,
+        with_status: bool,
+    ) -> Any:
         resp = await self._api.call_api(
             path,
             method,
@@ -251,13 +275,15 @@ class Kube:
         path = f"/apis/{res.group}/{res.version}" if res.group else f"/api/{res.version}"
         try:
             doc = await self.request("GET", path, timeout=10)
+        except asyncio.CancelledError:
+            raise
         except ApiError as err:
-            if err.status == 404:
-                return False
+            return False if err.status == 404 else None
+        except Exception:
             return None
-        except (TimeoutError, OSError):
+        if not isinstance(doc, dict):
             return None
-        return any(r.get("name") == res.plural for r in (doc or {}).get("resources") or [])
+        return any(isinstance(r, dict) and r.get("name") == res.plural for r in doc.get("resources") or [])
 
     async def watch(
         self,
@@ -266,12 +292,15 @@ class Kube:
         timeout: int = 300,
         namespace: str | None = None,
         idle: float | None = None,
+        opened: Callable[[], None] | None = None,
         **query: str,
     ) -> AsyncIterator[Manifest]:
         """Yield watch events ({type, object}) until the server ends the stream.
 
         A stream that brings nothing, not even a bookmark, for ``idle`` seconds
-        is taken for a dead (half-open) connection: WatchIdle is raised.
+        is taken for a dead (half-open) connection: WatchIdle is raised; the
+        same holds for a watch whose answer does not even begin. ``opened`` is
+        called once the API server has answered.
         """
         params = {
             **query,
@@ -280,15 +309,21 @@ class Kube:
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(timeout),
         }
-        resp = await self._api.call_api(
-            res.path(namespace),
-            "GET",
-            query_params=list(params.items()),
-            header_params={"Accept": "application/json"},
-            auth_settings=["BearerToken"],
-            _preload_content=False,
-            _request_timeout=timeout + 30,
-        )
+        try:
+            resp = await asyncio.wait_for(
+                self._api.call_api(
+                    res.path(namespace),
+                    "GET",
+                    query_params=list(params.items()),
+                    header_params={"Accept": "application/json"},
+                    auth_settings=["BearerToken"],
+                    _preload_content=False,
+                    _request_timeout=timeout + 30,
+                ),
+                idle,
+            )
+        except TimeoutError:
+            raise WatchIdle(f"watch {res.path()}: no answer for {idle}s") from None
         try:
             if resp.status >= 300:
                 raw = await resp.read()
@@ -297,13 +332,17 @@ class Kube:
                 except ValueError:
                     body = raw.decode(errors="replace")
                 raise ApiError(resp.status, body, "WATCH", res.path())
+            if opened is not None:
+                opened()
             # Lines can exceed aiohttp's readline limit: split the stream ourselves.
             buffer = b""
             while True:
                 try:
                     chunk = await asyncio.wait_for(resp.content.readany(), idle)
                 except TimeoutError:
-                    raise WatchIdle(f"watch {res.path()}: nothing for {idle:.0f}s") from None
+                    if idle is None:
+                        raise
+                    raise WatchIdle(f"watch {res.path()}: nothing for {idle}s") from None
                 if not chunk:
                     return
                 buffer += chunk

@@ -32,6 +32,10 @@ def _fmt(t: dt.datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+class LeaseTaken(Exception):
+    """Another instance holds the lease we believed ours."""
+
+
 class LeaderElector:
     def __init__(
         self,
@@ -91,8 +95,12 @@ class LeaderElector:
         holder = spec.get("holderIdentity")
         self._observe(spec)
         duration = spec.get("leaseDurationSeconds") or self.lease_seconds
-        if holder and holder != self.identity and self.clock() < self._observed_at + duration:
-            return False
+        if holder and holder != self.identity:
+            if self.leading.is_set():
+                # Someone else holds it: we lead no more, whatever our window says.
+                raise LeaseTaken(f"lease held by {holder}")
+            if self.clock() < self._observed_at + duration:
+                return False
         now = _fmt(dt.datetime.now(dt.UTC))
         new_spec = {
             "holderIdentity": self.identity,
@@ -129,6 +137,12 @@ class LeaderElector:
                 ok = await asyncio.wait_for(self._try(), timeout=max(self.retry_period, 1.0))
             except asyncio.CancelledError:
                 raise
+            except LeaseTaken as err:
+                log.error("leader election: %s; stopping", err)
+                self._renewed_at = None
+                self.leading.clear()
+                self.on_lost()
+                return
             except Exception as err:
                 log.warning("lease renewal failed: %r", err)
                 ok = False
@@ -143,11 +157,19 @@ class LeaderElector:
                 return
             await asyncio.sleep(self.retry_period)
 
-    async def release(self) -> None:
-        """Hand the lease back on shutdown, if we still hold it and may still write."""
+    async def release(self, safe: bool = True) -> None:
+        """Hand the lease back on shutdown, if we still hold it and may still write.
+
+        Not ``safe`` (a write was cancelled on its way and may still land): the lease
+        is left to lapse, so no successor starts before that write is surely over.
+        """
         if self._task is not None:
             self._task.cancel()
         if self._kube is None or self.write_window() <= 0:
+            return
+        if not safe:
+            log.info("leader election: lease left to lapse (a write may still be on its way)")
+            self.leading.clear()
             return
         try:
             lease = await self._kube.get(LEASES, self.namespace, self.name)

@@ -30,8 +30,8 @@ class Written(enum.Enum):
     UNCHANGED = "unchanged"
     DEFERRED = "deferred"
     WRITTEN = "written"
-    GONE = "gone"
-    REPLACED = "replaced"
+    # Refused because the AIModel is no longer the one we read (changed, replaced or deleted).
+    STALE = "stale"
 
 
 class StatusWriter:
@@ -61,17 +61,21 @@ class StatusWriter:
         body = {
             "apiVersion": api.API_VERSION,
             "kind": api.KIND,
-            # The uid makes the write conditional: never the status of a successor with the same name.
-            "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
+            # The resourceVersion makes the write conditional: a status computed from what we read
+            # never lands on a newer spec, nor on a same-named successor (the status subresource
+            # ignores a uid in the request, but not a resourceVersion).
+            "metadata": {
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "resourceVersion": meta["resourceVersion"],
+            },
             "status": new,
         }
         try:
             result = await self.kube.apply_to(AIMODELS, body, subresource="status")
         except ApiError as err:
-            if err.status == 404:
-                return Written.GONE, None
-            if err.status == 409:
-                return Written.REPLACED, None
+            if err.status in (404, 409):
+                return Written.STALE, None
             raise
         self._last[key] = time.monotonic()
         changed = sorted(k for k in new if (current or {}).get(k) != new[k])

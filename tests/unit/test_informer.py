@@ -42,8 +42,10 @@ class ScriptedApi:
         for start in range(0, max(len(items), 1), limit):
             yield {"metadata": {"resourceVersion": str(rv)}, "items": [dict(i) for i in items[start : start + limit]]}
 
-    async def watch(self, res, rv, idle=None, **query):
+    async def watch(self, res, rv, idle=None, opened=None, **query):
         self.watch_from.append(rv)
+        if opened is not None:
+            opened()
         script = self.watches.pop(0) if self.watches else None
         if script is None:
             self.blocked.set()
@@ -57,6 +59,11 @@ class ScriptedApi:
         return self.is_served
 
 
+@pytest.fixture(autouse=True)
+def no_backoff(monkeypatch):
+    monkeypatch.setattr("aimodel_operator.informer.sleep_backoff", lambda n: asyncio.sleep(0))
+
+
 async def run_until(informer, condition, timeout=2.0):
     task = asyncio.create_task(informer.run())
     try:
@@ -68,8 +75,7 @@ async def run_until(informer, condition, timeout=2.0):
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def test_a_relist_reports_what_vanished_while_no_watch_ran(monkeypatch):
-    monkeypatch.setattr("aimodel_operator.informer.sleep_backoff", lambda n: asyncio.sleep(0))
+async def test_a_relist_reports_what_vanished_while_no_watch_ran():
     api = ScriptedApi(
         [([obj("a", 1), obj("b", 2)], 2), ([obj("a", 1)], 9)],
         watches=[[{"type": "ERROR", "object": {"code": 500, "message": "boom"}}]],
@@ -131,8 +137,7 @@ async def test_an_own_write_newer_than_the_list_is_neither_lost_nor_echoed():
     assert seen == []
 
 
-async def test_an_optional_kind_is_given_up_only_after_repeated_confirmation(monkeypatch):
-    monkeypatch.setattr("aimodel_operator.informer.sleep_backoff", lambda n: asyncio.sleep(0))
+async def test_an_optional_kind_is_given_up_only_after_repeated_confirmation():
     gone = ApiError(404, {"message": "not found"}, "GET", "/")
     api = ScriptedApi([([obj("s", 1)], 1), gone], watches=[[ApiError(500, {}, "WATCH", "/")]])
     changes = []
@@ -150,9 +155,36 @@ async def test_an_optional_kind_is_given_up_only_after_repeated_confirmation(mon
     assert ABSENCE_CONFIRMATIONS >= 2
 
 
-@pytest.mark.parametrize("status", [403, 404])
-async def test_an_optional_kind_missing_at_start_is_absent_at_once(status):
-    api = ScriptedApi([ApiError(status, {}, "GET", "/")], served=False)
+async def test_an_optional_kind_missing_at_start_is_absent_once_discovery_says_so():
+    api = ScriptedApi([ApiError(404, {}, "GET", "/")], served=False)
     informer = Informer(api, THINGS, None, optional=True, absent_retry=0.01)
     await run_until(informer, lambda: informer.synced.is_set())
-    assert informer.available is False
+    assert informer.available is False and api.lists == 1
+
+
+async def test_a_forbidden_kind_is_given_up_only_when_forbidden_again_and_again():
+    api = ScriptedApi([ApiError(403, {}, "GET", "/")], served=True)
+    informer = Informer(api, THINGS, None, optional=True, absent_retry=0.01)
+    await run_until(informer, lambda: informer.synced.is_set())
+    assert informer.available is False and api.lists == ABSENCE_CONFIRMATIONS
+
+
+async def test_a_failing_absence_check_never_ends_the_informer():
+    class BrokenDiscovery(ScriptedApi):
+        async def served(self, res):
+            raise RuntimeError("connection reset during discovery")
+
+    api = BrokenDiscovery([ApiError(404, {}, "GET", "/"), ([obj("a", 1)], 1)], watches=[None])
+    informer = Informer(api, THINGS, None, optional=True, absent_retry=0.01)
+    await run_until(informer, lambda: informer.get("ns", "a") is not None)
+    assert informer.available is True
+
+
+async def test_a_late_deletion_of_a_predecessor_keeps_its_successor():
+    api = ScriptedApi([([], 5)], watches=[[{"type": "DELETED", "object": obj("a", 7)}], None])
+    seen = []
+    informer = Informer(api, THINGS, lambda kind, o: seen.append(kind))
+    informer.remember(obj("a", 9))  # created anew by us after the deletion
+    await run_until(informer, lambda: api.blocked.is_set())
+    assert informer.get("ns", "a")["metadata"]["resourceVersion"] == "9"
+    assert seen == []

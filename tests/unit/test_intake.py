@@ -283,3 +283,16 @@ def test_worker_sdk_and_operator_agree_on_the_reasons():
     from aimodel_worker import Reason
 
     assert {r.value for r in Reason} == {r.value for r in api.ErrorReason}
+
+
+def test_reports_on_unknown_models_are_bounded(monkeypatch):
+    monkeypatch.setattr(intake, "MAX_UNKNOWN_MODELS", 3)
+    i = Intake(Recorder(), known=lambda key: key == KEY)
+    i.handle("ADDED", event(rv="100"))
+    for n in range(10):
+        ev = event(rv=str(200 + n))
+        ev["involvedObject"]["name"] = f"made-up-{n}"
+        i.handle("ADDED", ev)
+    # The known model's report stays; of the made-up ones only the newest few.
+    assert KEY in i.latest
+    assert sorted(k[1] for k in i.latest if k != KEY) == ["made-up-7", "made-up-8", "made-up-9"]
