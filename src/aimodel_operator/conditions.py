@@ -94,6 +94,10 @@ def not_applied(missing: list[str], errors: list[Exception]) -> Condition | None
     return Condition(READY, False, NOT_APPLIED, f"not applied yet: {', '.join(missing)}{why}")
 
 
+def _reason(message: str | None) -> str:
+    return (message or "").split(":", 1)[0]
+
+
 def announcements(before: dict[str, Any], after: dict[str, Any]) -> list[Announcement]:
     """Events worth posting for a status change.
 
@@ -102,7 +106,9 @@ def announcements(before: dict[str, Any], after: dict[str, Any]) -> list[Announc
     """
     out = []
     new_state = before.get("state") not in (None, after["state"])
-    new_error = after["state"] == api.State.FAILED and before.get("message") != after["message"]
+    # A new kind of error is news; the same error with a new message (a worker reporting each
+    # failed request) is not: status shows the newest, Events do not repeat it.
+    new_error = after["state"] == api.State.FAILED and _reason(before.get("message")) != _reason(after["message"])
     if new_state or new_error:
         kind = "Warning" if after["state"] == api.State.FAILED else "Normal"
         out.append(Announcement(kind, f"State{after['state']}", after["message"]))

@@ -3,8 +3,10 @@
 A change users wait for (the state, a new generation, a condition flipping)
 is written at once. Counters and messages that move are batched: the first
 such change opens a batch that is written ``batch_seconds`` later with
-whatever the status is by then, so a flood of reports or replica changes
-never becomes a flood of writes.
+whatever the status is by then. While such changes keep coming (a worker
+reporting ever new messages, pods flapping), each batch is twice as long as
+the one before, up to ``max_batch_seconds``: a flood of any length costs a
+handful of writes. A quiet spell resets the batch.
 """
 
 from __future__ import annotations
@@ -35,25 +37,46 @@ class Written(enum.Enum):
 
 
 class StatusWriter:
-    def __init__(self, kube: Kube, requeue_after: Callable[[Key, float], None], batch_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        requeue_after: Callable[[Key, float], None],
+        batch_seconds: float = 1.0,
+        max_batch_seconds: float = 30.0,
+    ) -> None:
         self.kube = kube
         self.requeue_after = requeue_after
         self.batch_seconds = batch_seconds
+        self.max_batch_seconds = max_batch_seconds
         # When the last status write happened, or the first batch of a new model opened.
         self._last: dict[Key, float] = {}
+        # The current batch length of each model whose batches follow each other.
+        self._batch: dict[Key, float] = {}
 
     def forget(self, key: Key) -> None:
         self._last.pop(key, None)
+        self._batch.pop(key, None)
+
+    def _batch_for(self, key: Key, now: float) -> float:
+        batch = self._batch.get(key, self.batch_seconds)
+        last = self._last.get(key)
+        if last is not None and now - last > 2 * batch:
+            # Quiet for a while since the last write: back to short batches.
+            batch = self.batch_seconds
+        return batch
 
     async def write(self, key: Key, model: Manifest, new: dict[str, Any]) -> tuple[Written, Manifest | None]:
         """Write ``new`` if it differs from the model's status. Returns what happened and the API's answer."""
         current = model.get("status")
         if not status_mod.differs(current, new):
             return Written.UNCHANGED, None
-        if not status_mod.urgent(current, new):
+        batched = not status_mod.urgent(current, new)
+        if batched:
+            now = time.monotonic()
+            batch = self._batch_for(key, now)
             # A batch opens with the first change seen after the last write.
-            opened = self._last.setdefault(key, time.monotonic())
-            wait = opened + self.batch_seconds - time.monotonic()
+            opened = self._last.setdefault(key, now)
+            wait = opened + batch - now
             if wait > 0:
                 self.requeue_after(key, wait)
                 return Written.DEFERRED, None
@@ -77,7 +100,13 @@ class StatusWriter:
             if err.status in (404, 409):
                 return Written.STALE, None
             raise
-        self._last[key] = time.monotonic()
+        now = time.monotonic()
+        if batched:
+            # Batches that follow each other grow: the next one is twice as long.
+            self._batch[key] = min(self.max_batch_seconds, 2 * self._batch_for(key, now))
+        else:
+            self._batch.pop(key, None)
+        self._last[key] = now
         changed = sorted(k for k in new if (current or {}).get(k) != new[k])
         log.info("status namespace=%s name=%s state=%s changed=%s", key[0], key[1], new["state"], ",".join(changed))
         return Written.WRITTEN, result

@@ -168,3 +168,12 @@ def test_a_lease_expires_by_our_clock_from_when_it_last_changed():
     now[0] = 36.0
     elector._observe({**spec, "renewTime": "2020-01-01T00:00:05.000000Z"})
     assert now[0] >= elector._observed_at + 15  # unchanged for a whole duration: expired
+
+
+def test_a_new_message_of_the_same_error_is_not_announced_again():
+    failed = _status("Failed", "GeneralError: request 1 failed", ("Ready", "False", "WorkerReportedError", "x"))
+    again = _status("Failed", "GeneralError: request 2 failed", ("Ready", "False", "WorkerReportedError", "x"))
+    other = _status("Failed", "AuthenticationError: bad key", ("Ready", "False", "WorkerReportedError", "x"))
+    assert conditions.announcements(failed, again) == []
+    [note] = conditions.announcements(again, other)
+    assert note.reason == "StateFailed" and note.message == "AuthenticationError: bad key"
