@@ -189,7 +189,12 @@ class OperatorProcess:
         return out
 
     def api_writes(self) -> float:
-        return sum(v for k, v in self.metrics().items() if k.startswith("aimodel_operator_api_writes_total{"))
+        """Writes of the operator's work: Lease renewals of leader election (a heartbeat) not counted."""
+        return sum(
+            v
+            for k, v in self.metrics().items()
+            if k.startswith("aimodel_operator_api_writes_total{") and 'resource="leases"' not in k
+        )
 
     def stop(self) -> int | None:
         if self.proc is None:

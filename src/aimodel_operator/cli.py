@@ -9,6 +9,8 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Coroutine
+from typing import Any
 
 from . import api
 from .settings import Settings
@@ -135,15 +137,28 @@ async def _run(args: argparse.Namespace) -> int:
         await stop.wait()
     log.info("stopping")
     starting.cancel()
-    await controller.stop()
+    # Each step bounded: a stuck connection must not keep a stopping operator alive.
+    await _step("controller", controller.stop())
     if elector is not None:
-        await elector.release(safe=kube.writes_cancelled == 0)
-    await kube.close()
+        await _step("lease release", elector.release(safe=kube.writes_cancelled == 0))
+    await _step("API client", kube.close())
     if lease_kube is not None:
-        await lease_kube.close()
-    await health.stop()
+        await _step("lease API client", lease_kube.close())
+    await _step("health server", health.stop())
     log.info("stopped")
     return exit_code
+
+
+async def _step(what: str, step: Coroutine[Any, Any, Any], timeout: float = 10) -> None:
+    log = logging.getLogger("aimodel_operator")
+    log.debug("stopping %s", what)
+    try:
+        async with asyncio.timeout(timeout):
+            await step
+    except TimeoutError:
+        log.warning("stopping %s took longer than %.0fs; going on", what, timeout)
+    except Exception as err:
+        log.warning("stopping %s failed: %r", what, err)
 
 
 if __name__ == "__main__":

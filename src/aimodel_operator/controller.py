@@ -51,6 +51,8 @@ REVISION = "deployment.kubernetes.io/revision"
 # A name taken by someone else, or held by a deleted namesake, is looked at again (a read, never a
 # write) after 0.5 s, 1 s, 2 s, ... and at most this far apart.
 LOOK_AGAIN_MAX_SECONDS = 30.0
+# A reconcile refused by the leader's write fence is tried again after about a renewal period.
+NOT_LEADING_RETRY_SECONDS = 2.0
 
 
 class LookAgain(Exception):
@@ -279,7 +281,12 @@ class Controller:
         own = [t for t in self._tasks if t not in self.recorder.tasks]
         for task in own:
             task.cancel()
-        await asyncio.gather(*own, return_exceptions=True)
+        if own:
+            _, pending = await asyncio.wait(own, timeout=5)
+            if pending:
+                log.warning("tasks not ending: %s", ", ".join(sorted(t.get_name() for t in pending)))
+                for task in pending:
+                    log.warning("task %s stack: %s", task.get_name(), task.get_stack(limit=5))
         # Events already queued are still sent (briefly), unless leadership is gone.
         await self.recorder.stop()
 
@@ -312,7 +319,10 @@ class Controller:
             except asyncio.CancelledError:
                 raise
             except NotLeading:
-                log.debug("not leading: reconcile of namespace=%s name=%s abandoned", key[0], key[1])
+                # Refused by the write fence: if leadership is really lost the process stops; if
+                # not (a renewal is on its way), the work must not be dropped.
+                log.debug("not leading: reconcile of namespace=%s name=%s put off", key[0], key[1])
+                self.queue.add_after(key, NOT_LEADING_RETRY_SECONDS)
             except LookAgain:
                 # Already said in status: only look again later, with growing pauses.
                 self.queue.add_rate_limited(key, LOOK_AGAIN_MAX_SECONDS)

@@ -309,9 +309,11 @@ class Kube:
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(timeout),
         }
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
+        # arrives as the awaited result does, and a busy stream makes that likely.
         try:
-            resp = await asyncio.wait_for(
-                self._api.call_api(
+            async with asyncio.timeout(idle):
+                resp = await self._api.call_api(
                     res.path(namespace),
                     "GET",
                     query_params=list(params.items()),
@@ -319,9 +321,7 @@ class Kube:
                     auth_settings=["BearerToken"],
                     _preload_content=False,
                     _request_timeout=timeout + 30,
-                ),
-                idle,
-            )
+                )
         except TimeoutError:
             raise WatchIdle(f"watch {res.path()}: no answer for {idle}s") from None
         try:
@@ -338,7 +338,8 @@ class Kube:
             buffer = b""
             while True:
                 try:
-                    chunk = await asyncio.wait_for(resp.content.readany(), idle)
+                    async with asyncio.timeout(idle):
+                        chunk = await resp.content.readany()
                 except TimeoutError:
                     if idle is None:
                         raise

@@ -132,16 +132,19 @@ class LeaderElector:
 
     async def _run(self) -> None:
         while True:
+            if self.leading.is_set() and self.write_window() <= 0:
+                # The renew deadline passed without a renewal (a stalled or frozen process): we
+                # lead no more, even if nobody took the lease yet (client-go's rule).
+                self._lost("renew deadline passed")
+                return
             try:
                 # A renewal slower than the retry period is a failed one.
-                ok = await asyncio.wait_for(self._try(), timeout=max(self.retry_period, 1.0))
+                async with asyncio.timeout(max(self.retry_period, 1.0)):
+                    ok = await self._try()
             except asyncio.CancelledError:
                 raise
             except LeaseTaken as err:
-                log.error("leader election: %s; stopping", err)
-                self._renewed_at = None
-                self.leading.clear()
-                self.on_lost()
+                self._lost(str(err))
                 return
             except Exception as err:
                 log.warning("lease renewal failed: %r", err)
@@ -150,12 +153,16 @@ class LeaderElector:
                 log.info("leader election: acquired lease=%s/%s identity=%s", self.namespace, self.name, self.identity)
                 self.leading.set()
             elif self.leading.is_set() and self.write_window() <= 0:
-                log.error("leader election: lost lease=%s/%s; stopping", self.namespace, self.name)
-                # Workers wait on this before every reconcile, and every write checks the window.
-                self.leading.clear()
-                self.on_lost()
+                self._lost("renewals failed until the renew deadline")
                 return
             await asyncio.sleep(self.retry_period)
+
+    def _lost(self, why: str) -> None:
+        log.error("leader election: lost lease=%s/%s (%s); stopping", self.namespace, self.name, why)
+        # Workers wait on this before every reconcile, and every write checks the window.
+        self._renewed_at = None
+        self.leading.clear()
+        self.on_lost()
 
     async def release(self, safe: bool = True) -> None:
         """Hand the lease back on shutdown, if we still hold it and may still write.

@@ -93,7 +93,8 @@ class Recorder:
         """Send what is queued (for at most ``timeout``), then stop the senders."""
         if self._tasks:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._queue.join(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._queue.join()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
