@@ -140,15 +140,40 @@ def test_foreign_object_under_a_child_name_is_never_written(operator, k, kind, l
     name = _children("m")[kind]
     k.apply(_foreign(kind, name, labelled))
     foreign = k.get(kind, name)
-    k.apply(model_manifest("m", REMOTE))
-    cond = wait_for(
-        "Ready=False ChildConflict",
-        lambda: condition(k, "m", "Ready").get("reason") == "ChildConflict" and status(k, "m"),
+    # Every change of the foreign object is seen, also one undone at once ("not even for a moment").
+    watch = subprocess.Popen(
+        [
+            k.binary,
+            "--kubeconfig",
+            str(k.kubeconfig),
+            "-n",
+            k.namespace,
+            "get",
+            kind,
+            name,
+            "--watch-only",
+            "--output-watch-events",
+            "-o",
+            'jsonpath={.type} {.object.metadata.resourceVersion}{"\\n"}',
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
-    assert "already exists and is not managed by this AIModel" in cond["message"]
-    for blocked in BLOCKED_BY[kind]:
-        assert k.get(blocked, _children("m")[blocked]) is None, f"{blocked} applied though {kind} is not ours"
-    assert_writes_flat(operator)
+    try:
+        k.apply(model_manifest("m", REMOTE))
+        cond = wait_for(
+            "Ready=False ChildConflict",
+            lambda: condition(k, "m", "Ready").get("reason") == "ChildConflict" and status(k, "m"),
+        )
+        assert "already exists and is not managed by this AIModel" in cond["message"]
+        for blocked in BLOCKED_BY[kind]:
+            assert k.get(blocked, _children("m")[blocked]) is None, f"{blocked} applied though {kind} is not ours"
+        assert_writes_flat(operator)
+    finally:
+        watch.terminate()
+        seen = watch.communicate(timeout=10)[0]
+    assert "MODIFIED" not in seen, f"the foreign {kind} was modified: {seen}"
     after = k.get(kind, name)
     assert after["metadata"]["resourceVersion"] == foreign["metadata"]["resourceVersion"], "foreign object modified"
     managers = {m["manager"] for m in k.json("get", kind, name, "--show-managed-fields")["metadata"]["managedFields"]}
