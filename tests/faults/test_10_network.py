@@ -74,7 +74,8 @@ def test_a_model_deleted_while_no_watch_runs_is_forgotten(proxied_operator, prox
     del models["b"]
     assert_converged(k, models, timeout=60)
     assert_writes_flat(proxied_operator)
-    written_for_b = [r for r in proxy.writes(healed) if "/b-" in r.path or "/aimodels/b" in r.path]
+    mine = [r for r in proxy.writes(healed) if f"/namespaces/{namespace}/" in r.path]
+    written_for_b = [r for r in mine if "/b-" in r.path or "/aimodels/b" in r.path]
     assert written_for_b == [], written_for_b
     for kind, name in (("deployment", "b-deployment"), ("secret", "b-worker-secrets"), ("role", "b-worker-events")):
         assert k.get(kind, name) is None, f"{kind} {name} came back"
@@ -155,7 +156,7 @@ def test_a_stale_status_answer_never_hides_a_newer_spec(proxied_operator, proxy,
     assert_writes_flat(proxied_operator)
 
 
-def test_one_failed_keda_list_does_not_scale_models_down(keda, proxied_operator, proxy, k):
+def test_one_failed_keda_list_does_not_scale_models_down(keda, proxied_operator, proxy, k, namespace):
     """A 404 on the ScaledObject list is no proof that KEDA is gone: replicas stay with KEDA."""
     proxied_operator.stop()
     proxied_operator.start(env={"PULSAR_ADMIN_URL": "http://127.0.0.1:1/admin"}, extra_args=("--watch-idle-timeout=5",))
@@ -179,7 +180,7 @@ def test_one_failed_keda_list_does_not_scale_models_down(keda, proxied_operator,
         assert k.get("deployment", "a-deployment")["spec"]["replicas"] == 3
         assert condition(k, "a", "Autoscaling").get("reason") != "KEDANotInstalled"
         time.sleep(0.5)
-    deployment_writes = [r for r in proxy.writes(blip) if "/deployments/" in r.path]
+    deployment_writes = [r for r in proxy.writes(blip) if f"/namespaces/{namespace}/deployments/" in r.path]
     assert deployment_writes == [], deployment_writes
     assert_writes_flat(proxied_operator)
 
