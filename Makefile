@@ -9,7 +9,7 @@ IMG ?= aimodel-operator:latest
 CONTAINER_TOOL ?= docker
 DEVCLUSTER := PYTHONPATH=hack $(BIN)/python -m devcluster
 # kubectl built with the local cluster (matches its version); override to use your own.
-KUBECTL ?= $(shell PYTHONPATH=hack $(PYTHON) -c 'from devcluster import build; print(build.kubernetes_bin() / "kubectl")' 2>/dev/null || echo kubectl)
+KUBECTL ?= $(shell PYTHONPATH=hack $(PYTHON) -c 'from devcluster import kubernetes; print(kubernetes.kubectl_path())' 2>/dev/null || echo kubectl)
 ifeq ($(wildcard $(KUBECTL)),)
 KUBECTL := kubectl
 endif

@@ -16,7 +16,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from devcluster import keda, pulsar
+from devcluster import pulsar
 from devcluster.cluster import Cluster, ClusterError, free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,8 +62,8 @@ def start_operator(cluster: Cluster) -> None:
         ],
         env={
             "KUBECONFIG": str(cluster.kubeconfig),
-            "PULSAR_ADMIN_URL": pulsar.admin_url(cluster),
-            "PULSAR_URL": cluster.load_state()["pulsar_url"],
+            "PULSAR_ADMIN_URL": cluster.fact("pulsar_admin_url"),
+            "PULSAR_URL": cluster.fact("pulsar_url"),
         },
     )
     cluster.wait(
@@ -106,6 +106,77 @@ def report_as_worker(cluster: Cluster, name: str, reason: str, message: str) -> 
     subprocess.run([str(Path(sys.executable).parent / "aimodel-report"), reason, message], env=run_env, check=True)
 
 
+KEDA_SAMPLE = "ai-model-keda-sample"
+QUEUED = 10
+
+
+def hpa_targets(cluster: Cluster) -> str:
+    """The TARGETS column of `kubectl get hpa` for the sample's HPA ('-' before it exists)."""
+    out = cluster.kubectl("get", "hpa", "-o", "wide")
+    lines = out.splitlines()
+    if len(lines) < 2:
+        return "-"
+    header = lines[0]
+    start = header.index("TARGETS")
+    end = header.index("MINPODS")
+    row = next((line for line in lines[1:] if KEDA_SAMPLE in line), "")
+    return row[start:end].strip() or "-"
+
+
+def autoscaling_loop(cluster: Cluster, admin: str) -> None:
+    topic, subscription = "persistent/public/default/model-TinyLlama-1.1B", "model-TinyLlama-1.1B-subscription"
+    rows: list[tuple[str, ...]] = []
+
+    def snapshot(phase: str) -> None:
+        dep = json.loads(cluster.kubectl("get", "deployment", f"{KEDA_SAMPLE}-deployment", "-o", "json"))
+        rows.append(
+            (
+                phase,
+                str(pulsar.backlog(admin, topic, subscription)),
+                hpa_targets(cluster),
+                str(dep["spec"].get("replicas")),
+                str((dep.get("status") or {}).get("readyReplicas", 0)),
+            )
+        )
+        for r in [HEADER, *rows] if len(rows) == 1 else rows[-1:]:
+            print("  ".join(v.ljust(w) for v, w in zip(r, WIDTHS, strict=True)).rstrip(), flush=True)
+
+    step("KEDA: the sample scales on its Pulsar backlog (Pulsar -> KEDA adapter -> HPA -> Deployment)")
+    # What the workers and the API gateway do: the shared subscription, then requests on model-<model>.
+    pulsar.subscribe(admin, topic, subscription)
+    show(cluster, "apply", "-f", str(REPO / "config" / "samples" / "model_v1alpha1_aimodel_keda.yaml"))
+    # Short knobs so the demo takes seconds: KEDA polls every 2 s, the HPA removes workers without waiting.
+    show(
+        cluster,
+        "patch",
+        "aimodel",
+        KEDA_SAMPLE,
+        "--type=merge",
+        "-p",
+        '{"spec":{"maxReplicas":6,"pollingInterval":2,"scaleDownStabilizationWindowSeconds":0}}',
+    )
+    wait("KEDA's HPA", lambda: hpa_targets(cluster) not in ("-", "<unknown>/2 (avg)"))
+    snapshot("idle")
+    pulsar.publish(admin, topic, subscription, QUEUED)
+    print(f"queued {QUEUED} requests on {topic} (msgBacklogThreshold 2: {QUEUED // 2} workers wanted)", flush=True)
+    wait("the HPA to see the backlog", lambda: not hpa_targets(cluster).startswith("0/"), timeout=60)
+    snapshot("queued")
+    wait("5 ready workers", lambda: aimodel_field(cluster, KEDA_SAMPLE, ".status.readyReplicas") == "5", timeout=120)
+    snapshot("scaled up")
+    show(cluster, "get", "hpa")
+    print("a worker drains the queue (a plain Pulsar consumer here)", flush=True)
+    pulsar.consume(admin, topic, subscription, QUEUED)
+    wait("an empty backlog", lambda: pulsar.backlog(admin, topic, subscription) == 0)
+    snapshot("drained")
+    wait("1 worker", lambda: aimodel_field(cluster, KEDA_SAMPLE, ".status.replicas") == "1", timeout=120)
+    snapshot("scaled down")
+    show(cluster, "get", "aimodel", KEDA_SAMPLE, "-o", "wide")
+
+
+HEADER = ("phase", "backlog", "HPA targets", "replicas", "ready")
+WIDTHS = (12, 8, 16, 9, 5)
+
+
 def main() -> None:
     cluster = Cluster()
     step("Local cluster (etcd, kube-apiserver, controller-manager, scheduler, kwok nodes, KEDA, Pulsar)")
@@ -113,7 +184,7 @@ def main() -> None:
     step("Installing the AIModel CRD")
     show(cluster, "apply", "--server-side", "-f", str(REPO / "config" / "crd" / "bases"))
     cluster.wait_established("aimodels.model.youxam.com")
-    keda.install_crds(cluster)
+    cluster.install_keda_crds()
     step("Starting the operator")
     start_operator(cluster)
 
@@ -141,29 +212,8 @@ def main() -> None:
     wait("state Running", lambda: aimodel_field(cluster, "ai-model-sample", ".status.state") == "Running")
     show(cluster, "get", "aimodel")
 
-    step("KEDA: a model that scales on its Pulsar backlog")
-    admin = pulsar.admin_url(cluster)
-    topic, subscription = "persistent/public/default/model-TinyLlama-1.1B", "model-TinyLlama-1.1B-subscription"
-    # What the workers and the API gateway do: the shared subscription, then requests on model-<model>.
-    pulsar.publish(admin, topic, subscription, 5)
-    print(f"queued 5 requests on {topic}: backlog {pulsar.backlog(admin, topic, subscription)} on {subscription}")
-    show(cluster, "apply", "-f", str(REPO / "config" / "samples" / "model_v1alpha1_aimodel_keda.yaml"))
-
-    def scaled_object(condition: str) -> str:
-        return cluster.kubectl(
-            "get",
-            "scaledobject",
-            "ai-model-keda-sample-scaledobject",
-            "-o",
-            f"jsonpath={{.status.conditions[?(@.type=='{condition}')].status}}",
-        )
-
-    wait("the ScaledObject to be Ready", lambda: scaled_object("Ready") == "True")
-    print("waiting for KEDA to read the backlog from Pulsar (it polls every 30 s) ...", flush=True)
-    wait("the ScaledObject to be Active", lambda: scaled_object("Active") == "True", timeout=90)
-    show(cluster, "get", "scaledobject")
-    wait("KEDA's HPA", lambda: "keda-hpa-" in cluster.kubectl("get", "hpa", "-o", "name"))
-    show(cluster, "get", "hpa")
+    admin = cluster.fact("pulsar_admin_url")
+    autoscaling_loop(cluster, admin)
 
     step("Done. Keep exploring:")
     print(f"  export KUBECONFIG={cluster.kubeconfig}")

@@ -51,9 +51,9 @@ def kubeconfig(cluster) -> Path:
 
 @pytest.fixture(scope="session")
 def kubectl(kubeconfig) -> Kubectl:
-    from devcluster import build
+    from devcluster import kubernetes
 
-    binary = build.kubernetes_bin() / "kubectl"
+    binary = kubernetes.kubectl_path()
     return Kubectl(str(binary) if binary.exists() else "kubectl", kubeconfig)
 
 
@@ -103,14 +103,12 @@ def operator(operator_process):
 
 @pytest.fixture
 def keda(cluster):
-    """The real KEDA operator and its CRDs on the test cluster (built on first use)."""
+    """The real KEDA (operator and metrics adapter) and its CRDs on the test cluster (built on first use)."""
     _, local = cluster
     if local is None:
         return True
-    from devcluster import keda as keda_mod
-
-    if not keda_mod.running(local):
-        keda_mod.start(local)
+    if not local.keda_running():
+        local.start_keda()
     return True
 
 
@@ -123,6 +121,4 @@ def pulsar(cluster) -> str:
         if not url:
             pytest.skip("an external cluster needs AIMODEL_TEST_PULSAR_ADMIN_URL for the Pulsar tests")
         return url
-    from devcluster import pulsar as pulsar_mod
-
-    return pulsar_mod.start(local)
+    return local.start_pulsar()

@@ -7,8 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import build
-from .cluster import DEFAULT_DIR, Cluster, ClusterError
+from .cluster import DEFAULT_DIR, Cluster, ClusterError, build_all
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
         "--keda",
         action="store_true",
         default=os.environ.get("KEDA", "") not in ("", "0"),
-        help="also build and start the KEDA operator with its CRDs (or KEDA=1)",
+        help="also build and start KEDA (operator and metrics adapter) with its CRDs (or KEDA=1)",
     )
     parser.add_argument(
         "--pulsar",
@@ -37,14 +36,13 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "status":
             return cluster.status()
         else:
-            build.build_all(keda=args.keda)
-            if args.pulsar:
-                from . import pulsar
-
-                pulsar.build_pulsar()
-    except ClusterError as err:
+            build_all(keda_too=args.keda, pulsar_too=args.pulsar)
+    except ClusterError as err:  # BuildError included: a message, not a traceback
         print(f"[devcluster] error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("[devcluster] interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -13,6 +13,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 SERVICE_IP = "10.96.0.1"
 SERVICE_CIDR = "10.96.0.0/16"
+FRONT_PROXY_CLIENT = "front-proxy-client"
 
 
 def _key() -> rsa.RSAPrivateKey:
@@ -111,8 +112,48 @@ def generate(pki: Path) -> None:
     _write_key(pki / "admin.key", admin_key)
     _write_cert(pki / "admin.crt", admin)
 
+    # The aggregation layer: the apiserver proxies to extension apiservers (KEDA's metrics adapter)
+    # with this client certificate, and they trust the user it names because this CA signed it.
+    proxy_ca_key = _key()
+    proxy_ca_name = _name("devcluster-front-proxy-ca")
+    proxy_ca = (
+        _builder(proxy_ca_name, proxy_ca_name, proxy_ca_key)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(proxy_ca_key, hashes.SHA256())
+    )
+    _write_cert(pki / "front-proxy-ca.crt", proxy_ca)
+    proxy_key = _key()
+    proxy = (
+        _builder(_name(FRONT_PROXY_CLIENT), proxy_ca_name, proxy_key)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(proxy_ca_key, hashes.SHA256())
+    )
+    _write_key(pki / "front-proxy-client.key", proxy_key)
+    _write_cert(pki / "front-proxy-client.crt", proxy)
+
     sa_key = _key()
     _write_key(pki / "sa.key", sa_key)
     (pki / "sa.pub").write_bytes(
         sa_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
+
+
+def serving(pki: Path, out: Path, cn: str, dns: list[str], ips: list[str]) -> None:
+    """``out``/tls.crt, tls.key and ca.crt: a certificate signed by the cluster CA for a server
+    (and client: KEDA's adapter presents it to the operator's gRPC service) named ``dns``/``ips``."""
+    out.mkdir(parents=True, exist_ok=True)
+    ca_key = serialization.load_pem_private_key((pki / "ca.key").read_bytes(), password=None)
+    ca = x509.load_pem_x509_certificate((pki / "ca.crt").read_bytes())
+    key = _key()
+    sans = [x509.DNSName(d) for d in dns] + [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+    cert = (
+        _builder(_name(cn), ca.subject, key)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    _write_key(out / "tls.key", key)
+    _write_cert(out / "tls.crt", cert)
+    (out / "ca.crt").write_bytes((pki / "ca.crt").read_bytes())

@@ -1,129 +1,244 @@
-"""The real KEDA operator, built from its Go module and run against the local cluster.
+"""The real KEDA: its operator and its metrics adapter, built from the Go module, with its CRDs.
 
-Only the operator runs: it turns ScaledObjects into HPAs and reports their
-conditions. KEDA's metrics adapter is not started: it must be reachable
-through an APIService endpoint, and Endpoints refuse loopback addresses.
+The operator turns ScaledObjects into HPAs, reports their conditions, and
+activates (0 <-> 1) on its polling interval. The adapter serves
+``external.metrics.k8s.io`` through an APIService: the HPA controller asks it
+for the backlog, it asks the operator (gRPC), the operator asks Pulsar.
+
+The apiserver reaches the adapter through a Service endpoint, and endpoints
+cannot be loopback addresses; so the adapter runs in a network namespace of
+its own (see netns.py) and listens on its end of a veth pair. From there it
+reaches the operator's gRPC service on the host's end of the pair, and the
+apiserver through a relay on the same address (tcpforward.py).
 """
 
 from __future__ import annotations
 
-import re
-import shutil
-import subprocess
+import base64
+import sys
 import urllib.request
 from pathlib import Path
 
-from . import build, versions
-from .cluster import Cluster, free_port
+from . import certs, gobuild, netns, versions
+from .base import BuildError, free_port, log
+from .kubernetes import Kube, write_kubeconfig
+from .procs import Supervisor
 
 NAMESPACE = "keda"
 MODULE = "github.com/kedacore/keda/v2"
+COMMANDS = {"keda": "cmd/operator", "keda-adapter": "cmd/adapter"}
+OPERATOR, ADAPTER, RELAY = "keda", "keda-metrics-apiserver", "keda-apiserver-relay"
+ADAPTER_SERVICE = "keda-metrics-apiserver"
+ADAPTER_PORT = 6443
+APISERVICE = "v1beta1.external.metrics.k8s.io"
+HACK = Path(__file__).resolve().parents[1]
 
 
-def binary() -> Path:
-    return build.keda_dir() / "bin" / "keda"
-
-
-def build_keda() -> Path:
-    dest = build.keda_dir() / "bin"
-    if (dest / "keda").exists() and (dest / "crds").is_dir():
-        return dest
-    work = build.keda_dir()
-    src = work / "src"
-    src.mkdir(parents=True, exist_ok=True)
-    build._log(f"building KEDA {versions.KEDA} (first time only; several minutes)")
-    gomod = build._gomod_path(MODULE, versions.KEDA, src)
-    block = re.search(r"^replace \((.*?)^\)", gomod.read_text(), re.M | re.S)
-    replaces = {}
-    for line in (block.group(1) if block else "").splitlines():
-        line = line.split("//")[0].strip()
-        if "=>" in line:
-            left, right = (part.strip() for part in line.split("=>"))
-            replaces[left.split()[0]] = right
-    build._write_wrapper(src, "keda", {MODULE: versions.KEDA}, replaces)
-    tmp_bin = work / "bin.tmp"
-    tmp_bin.mkdir(exist_ok=True)
-    build._run_go(
-        ["build", "-v", "-trimpath", "-ldflags", "-s -w", "-o", str(tmp_bin / "keda"), f"{MODULE}/cmd/operator"],
-        src,
-        f"keda {versions.KEDA}",
-    )
-    # The CRDs of the very same module version, for `kubectl apply`.
-    module_dir = Path(
-        subprocess.run(
-            ["go", "list", "-m", "-f", "{{.Dir}}", MODULE],
-            cwd=src,
-            env=build._go_env(),
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-    )
-    shutil.copytree(module_dir / "config" / "crd" / "bases", tmp_bin / "crds")
-    for path in (tmp_bin / "crds").iterdir():
-        path.chmod(0o644)
-    build._finish(dest, tmp_bin)
-    return dest
+def bin_dir() -> Path:
+    return gobuild.tool_dir("keda", versions.KEDA) / "bin"
 
 
 def crds_dir() -> Path:
-    return build.keda_dir() / "bin" / "crds"
+    return bin_dir() / "crds"
 
 
-def install_crds(cluster: Cluster) -> None:
+def build() -> Path:
+    """Operator, adapter and the CRDs of the very same module version."""
+    dest = bin_dir()
+    if all((dest / c).exists() for c in COMMANDS) and crds_dir().is_dir():
+        return dest
+    src = dest.parent / "src"
+    log(f"building KEDA {versions.KEDA} (first time only; several minutes)")
+    gomod = gobuild.module_gomod(MODULE, versions.KEDA, src)
+    gobuild.write_wrapper(src, "keda", {MODULE: versions.KEDA}, gobuild.replace_block(gomod))
+    tmp = gobuild.staging_dir(dest)
+    for name, pkg in COMMANDS.items():
+        gobuild.run_go(
+            ["build", "-v", "-trimpath", "-ldflags", "-s -w", "-o", str(tmp / name), f"{MODULE}/{pkg}"],
+            src,
+            f"{name} {versions.KEDA}",
+        )
+    crds = gobuild.module_dir(MODULE, src) / "config" / "crd" / "bases"
+    if not crds.is_dir():
+        raise BuildError(f"KEDA {versions.KEDA} has no CRDs in {crds}")
+    (tmp / "crds").mkdir()
+    for path in crds.glob("*.yaml"):
+        (tmp / "crds" / path.name).write_bytes(path.read_bytes())
+    return gobuild.publish(dest, tmp)
+
+
+def running(procs: Supervisor) -> bool:
+    return all(procs.running(name) for name in (OPERATOR, RELAY, ADAPTER))
+
+
+def install_crds(procs: Supervisor, kube: Kube) -> None:
     for path in sorted(crds_dir().glob("*.yaml")):
-        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
-    cluster.wait_established("scaledobjects.keda.sh")
+        kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+    procs.wait("CRD scaledobjects.keda.sh Established", lambda: kube.established("scaledobjects.keda.sh"))
 
 
-def uninstall(cluster: Cluster) -> None:
-    """Stop KEDA and remove its CRDs (and with them every ScaledObject): a cluster without KEDA."""
-    cluster.stop_component("keda")
-    for path in sorted(crds_dir().glob("*.yaml")):
-        cluster.kubectl("delete", "--ignore-not-found", "--wait=true", "-f", str(path))
-
-
-def running(cluster: Cluster) -> bool:
-    return any(c.name == "keda" and cluster.alive(c) for c in cluster.components())
-
-
-def start(cluster: Cluster) -> None:
-    build_keda()
-    build._log("starting KEDA")
-    install_crds(cluster)
-    cluster.kubectl(
-        "apply", "-f", "-", input=f'{{"apiVersion":"v1","kind":"Namespace","metadata":{{"name":"{NAMESPACE}"}}}}'
-    )
-    certs = cluster.dir / "keda-certs"
-    certs.mkdir(exist_ok=True)
-    shutil.copy(cluster.pki / "ca.crt", certs / "ca.crt")
-    shutil.copy(cluster.pki / "serving.crt", certs / "tls.crt")
-    shutil.copy(cluster.pki / "serving.key", certs / "tls.key")
-    health = free_port()
-    comp = cluster.spawn(
+def start(procs: Supervisor, kube: Kube) -> None:
+    """Start KEDA's operator and metrics adapter and register the adapter's APIService."""
+    build()
+    stop(procs, kube)
+    log("starting KEDA (operator and metrics adapter)")
+    install_crds(procs, kube)
+    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
+    ns = netns.create(str(procs.dir))
+    procs.remember(keda_netns=ns.name)
+    cert_dir = procs.dir / "keda-certs"
+    svc = f"{ADAPTER_SERVICE}.{NAMESPACE}.svc"
+    certs.serving(
+        kube.pki,
+        cert_dir,
         "keda",
+        dns=["localhost", svc, f"{svc}.cluster.local", f"keda-operator.{NAMESPACE}.svc"],
+        ips=["127.0.0.1", ns.host_ip, ns.inner_ip],
+    )
+    env = {"WATCH_NAMESPACE": "", "KEDA_CLUSTER_OBJECT_NAMESPACE": NAMESPACE, "POD_NAMESPACE": NAMESPACE}
+    grpc = f"{ns.host_ip}:{free_port(ns.host_ip)}"
+    health = free_port()
+    operator = procs.spawn(
+        OPERATOR,
         [
-            str(binary()),
-            f"--kubeconfig={cluster.kubeconfig}",
+            str(bin_dir() / "keda"),
+            f"--kubeconfig={kube.kubeconfig}",
             "--leader-elect=false",
-            f"--cert-dir={certs}",
+            f"--cert-dir={cert_dir}",
             "--enable-cert-rotation=false",
             f"--metrics-bind-address=127.0.0.1:{free_port()}",
             f"--health-probe-bind-address=127.0.0.1:{health}",
-            f"--metrics-service-bind-address=127.0.0.1:{free_port()}",
+            f"--metrics-service-bind-address={grpc}",
             "--zap-log-level=info",
         ],
-        env={
-            "WATCH_NAMESPACE": "",
-            "KEDA_CLUSTER_OBJECT_NAMESPACE": NAMESPACE,
-            "POD_NAMESPACE": NAMESPACE,
-            "OPERATOR_NAME": "keda-operator",
-        },
+        env={**env, "OPERATOR_NAME": "keda-operator"},
     )
-    cluster.wait(
-        "KEDA /readyz",
+    procs.wait(
+        "KEDA operator /readyz",
         lambda: urllib.request.urlopen(f"http://127.0.0.1:{health}/readyz", timeout=2).status == 200,
-        comp,
+        operator,
         timeout=90,
     )
-    build._log("KEDA is running")
+    # The adapter reaches the apiserver through the relay on the host's end of the pair.
+    relay_at = f"{ns.host_ip}:{free_port(ns.host_ip)}"
+    api_port = kube.server.rsplit(":", 1)[1]
+    procs.spawn(
+        RELAY,
+        [sys.executable, "-m", "devcluster.tcpforward", relay_at, f"127.0.0.1:{api_port}"],
+        env={"PYTHONPATH": str(HACK)},
+        binary="devcluster.tcpforward",
+    )
+    adapter_kubeconfig = procs.dir / "keda-adapter.kubeconfig"
+    # The apiserver's certificate names localhost, not the relay's address.
+    write_kubeconfig(adapter_kubeconfig, f"https://{relay_at}", kube.pki, tls_server_name="localhost")
+    kc = str(adapter_kubeconfig)
+    adapter = procs.spawn(
+        ADAPTER,
+        [
+            *ns.exec_prefix(),
+            str(bin_dir() / "keda-adapter"),
+            f"--kubeconfig={kc}",
+            f"--lister-kubeconfig={kc}",
+            f"--authentication-kubeconfig={kc}",
+            f"--authorization-kubeconfig={kc}",
+            f"--bind-address={ns.inner_ip}",
+            f"--secure-port={ADAPTER_PORT}",
+            f"--cert-dir={cert_dir}",
+            f"--tls-cert-file={cert_dir / 'tls.crt'}",
+            f"--tls-private-key-file={cert_dir / 'tls.key'}",
+            f"--metrics-service-address={grpc}",
+            f"--port={free_port()}",
+            "--zap-log-level=info",
+        ],
+        env={**env, "KUBECONFIG": kc},
+        binary="keda-adapter",
+    )
+    kube.apply(*adapter_objects(ns.inner_ip, (kube.pki / "ca.crt").read_bytes()))
+    procs.wait("the external metrics APIService to be Available", lambda: _available(kube), adapter, timeout=90)
+    log(f"KEDA is running; its metrics adapter at {ns.inner_ip}:{ADAPTER_PORT}")
+
+
+def _available(kube: Kube) -> bool:
+    status = kube.kubectl(
+        "get", "apiservice", APISERVICE, "-o", "jsonpath={.status.conditions[?(@.type=='Available')].status}"
+    )
+    return status == "True"
+
+
+def adapter_objects(ip: str, ca: bytes) -> list[dict]:
+    """The Service, its endpoint (the adapter's address), the APIService, and the HPA controller's right to read."""
+    labels = {"app.kubernetes.io/part-of": "devcluster"}
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": ADAPTER_SERVICE, "namespace": NAMESPACE, "labels": labels},
+            # No selector: the endpoint below is written by hand (no pod runs the adapter).
+            "spec": {"ports": [{"name": "https", "port": 443, "targetPort": ADAPTER_PORT}]},
+        },
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": ADAPTER_SERVICE,
+                "namespace": NAMESPACE,
+                "labels": {
+                    **labels,
+                    "kubernetes.io/service-name": ADAPTER_SERVICE,
+                    "endpointslice.kubernetes.io/managed-by": "devcluster",
+                },
+            },
+            "addressType": "IPv4",
+            "ports": [{"name": "https", "port": ADAPTER_PORT, "protocol": "TCP"}],
+            "endpoints": [{"addresses": [ip], "conditions": {"ready": True}}],
+        },
+        {
+            "apiVersion": "apiregistration.k8s.io/v1",
+            "kind": "APIService",
+            "metadata": {"name": APISERVICE, "labels": labels},
+            "spec": {
+                "service": {"name": ADAPTER_SERVICE, "namespace": NAMESPACE, "port": 443},
+                "group": "external.metrics.k8s.io",
+                "version": "v1beta1",
+                "caBundle": base64.b64encode(ca).decode(),
+                "groupPriorityMinimum": 100,
+                "versionPriority": 100,
+            },
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": "keda-external-metrics-reader", "labels": labels},
+            "rules": [
+                {"apiGroups": ["external.metrics.k8s.io"], "resources": ["*"], "verbs": ["get", "list", "watch"]}
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "keda-hpa-controller-external-metrics", "labels": labels},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "keda-external-metrics-reader",
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": "horizontal-pod-autoscaler", "namespace": "kube-system"}],
+        },
+    ]
+
+
+def stop(procs: Supervisor, kube: Kube | None = None) -> None:
+    """Stop KEDA's processes and remove its network namespace; with ``kube``, also its APIService
+    (an APIService nobody answers would stall every namespace deletion)."""
+    if kube is not None and kube.ready():
+        kube.kubectl("delete", "apiservice", APISERVICE, "--ignore-not-found")
+    for name in (ADAPTER, RELAY, OPERATOR):
+        procs.stop_named(name)
+    netns.delete(str(procs.fact("keda_netns")))
+
+
+def uninstall(procs: Supervisor, kube: Kube) -> None:
+    """Stop KEDA and remove its CRDs (and with them every ScaledObject): a cluster without KEDA."""
+    stop(procs, kube)
+    for path in sorted(crds_dir().glob("*.yaml")):
+        kube.kubectl("delete", "--ignore-not-found", "--wait=true", "-f", str(path))

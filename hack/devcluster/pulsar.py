@@ -10,11 +10,15 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import urllib.error
 import urllib.request
 from pathlib import Path
 
-from . import build, versions
-from .cluster import Cluster, free_port
+from . import versions
+from .base import BuildError, cache_root, free_port, log
+from .procs import Supervisor
+
+NAME = "pulsar"
 
 POM = """<?xml version="1.0" encoding="UTF-8"?>
 <project xmlns="http://maven.apache.org/POM/4.0.0">
@@ -62,6 +66,7 @@ journalSyncData=false
 journalMaxGroupWaitMSec=1
 diskUsageThreshold=0.99
 diskUsageWarnThreshold=0.99
+webSocketServiceEnabled=true
 """
 
 LOG4J = """<?xml version="1.0" encoding="UTF-8"?>
@@ -106,17 +111,19 @@ JVM_FLAGS = [
 
 
 def lib_dir() -> Path:
-    return build.cache_root() / f"pulsar-{versions.PULSAR}" / "lib"
+    return cache_root() / f"pulsar-{versions.PULSAR}" / "lib"
 
 
-def build_pulsar() -> Path:
+def build() -> Path:
     """Fetch the broker's jars with Maven, once per version."""
     dest = lib_dir()
     if dest.is_dir() and any(dest.glob("pulsar-broker-*.jar")):
         return dest
     work = dest.parent
     work.mkdir(parents=True, exist_ok=True)
-    build._log(f"downloading Pulsar {versions.PULSAR} jars with Maven (first time only; ~240 MB)")
+    if shutil.which("mvn") is None:
+        raise BuildError("Maven (`mvn`) is needed to fetch Pulsar's jars and is not on PATH")
+    log(f"downloading Pulsar {versions.PULSAR} jars with Maven (first time only; ~240 MB)")
     (work / "pom.xml").write_text(POM.format(version=versions.PULSAR))
     tmp = work / "lib.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -127,18 +134,18 @@ def build_pulsar() -> Path:
         text=True,
     )
     if res.returncode != 0:
-        raise SystemExit(f"[devcluster] Maven could not fetch Pulsar:\n{res.stdout[-3000:]}{res.stderr[-2000:]}")
+        raise BuildError(f"Maven could not fetch Pulsar:\n{res.stdout[-3000:]}{res.stderr[-2000:]}")
     tmp.rename(dest)
-    build._log(f"Pulsar jars in {dest}")
+    log(f"Pulsar jars in {dest}")
     return dest
 
 
-def running(cluster: Cluster) -> bool:
-    return any(c.name == "pulsar" and cluster.alive(c) for c in cluster.components())
+def running(procs: Supervisor) -> bool:
+    return procs.running(NAME)
 
 
-def admin_url(cluster: Cluster) -> str:
-    return cluster.load_state().get("pulsar_admin_url", "")
+def admin_url(procs: Supervisor) -> str:
+    return str(procs.fact("pulsar_admin_url"))
 
 
 def _ready(url: str) -> bool:
@@ -146,21 +153,21 @@ def _ready(url: str) -> bool:
         return "public/default" in json.loads(resp.read())
 
 
-def start(cluster: Cluster) -> str:
-    """Start Pulsar standalone for ``cluster``; returns its admin URL."""
-    if running(cluster):
-        return admin_url(cluster)
-    lib = build_pulsar()
-    build._log("starting Pulsar standalone")
-    home = cluster.dir / "pulsar"
+def start(procs: Supervisor) -> str:
+    """Start Pulsar standalone next to the cluster whose processes ``procs`` keeps; returns its admin URL."""
+    if running(procs):
+        return admin_url(procs)
+    lib = build()
+    log("starting Pulsar standalone")
+    home = procs.dir / "pulsar"
     shutil.rmtree(home, ignore_errors=True)
     (home / "data" / "metadata").mkdir(parents=True)
     (home / "data" / "bookkeeper").mkdir(parents=True)
     broker, web, bookie = free_port(), free_port(), free_port()
     (home / "standalone.conf").write_text(STANDALONE_CONF.format(broker_port=broker, web_port=web))
     (home / "log4j2.xml").write_text(LOG4J)
-    comp = cluster.spawn(
-        "pulsar",
+    comp = procs.spawn(
+        NAME,
         [
             shutil.which("java") or "java",
             *JVM_FLAGS,
@@ -186,12 +193,9 @@ def start(cluster: Cluster) -> str:
     )
     url = f"http://127.0.0.1:{web}"
     # The admin API answers before the default namespace exists: wait for it.
-    cluster.wait("Pulsar's public/default namespace", lambda: _ready(url), comp, timeout=180)
-    state = cluster.load_state()
-    state["pulsar_admin_url"] = url
-    state["pulsar_url"] = f"pulsar://127.0.0.1:{broker}"
-    cluster.save_state(state)
-    build._log(f"Pulsar is running: admin {url}, broker pulsar://127.0.0.1:{broker}")
+    procs.wait("Pulsar's public/default namespace", lambda: _ready(url), comp, timeout=180)
+    procs.remember(pulsar_admin_url=url, pulsar_url=f"pulsar://127.0.0.1:{broker}")
+    log(f"Pulsar is running: admin {url}, broker pulsar://127.0.0.1:{broker}")
     return url
 
 
@@ -201,15 +205,52 @@ def backlog(url: str, topic: str, subscription: str) -> int:
         return int(json.loads(resp.read())["subscriptions"][subscription]["msgBacklog"])
 
 
-def publish(url: str, topic: str, subscription: str, count: int) -> None:
-    """Create the workers' subscription, then queue ``count`` requests as the API gateway would.
+def subscribe(url: str, topic: str, subscription: str) -> None:
+    """Create the workers' subscription (KEDA reads its backlog; it must exist first).
 
     ``topic`` is the REST form, e.g. ``persistent/public/default/model-x``.
     """
     req = urllib.request.Request(f"{url}/admin/v2/{topic}/subscription/{subscription}", method="PUT")
-    urllib.request.urlopen(req, timeout=30).close()
+    try:
+        urllib.request.urlopen(req, timeout=30).close()
+    except urllib.error.HTTPError as err:
+        if err.code != 409:  # it exists already
+            raise
+
+
+def publish(url: str, topic: str, subscription: str, count: int) -> None:
+    """Create the workers' subscription, then queue ``count`` requests as the API gateway would."""
+    subscribe(url, topic, subscription)
     body = json.dumps({"producerName": "devcluster", "messages": [{"payload": f"request-{i}"} for i in range(count)]})
     req = urllib.request.Request(
         f"{url}/topics/{topic}", data=body.encode(), method="POST", headers={"Content-Type": "application/json"}
     )
     urllib.request.urlopen(req, timeout=30).close()
+
+
+def consume(url: str, topic: str, subscription: str, count: int, timeout: float = 60) -> int:
+    """Receive and acknowledge up to ``count`` messages as a worker does (a Shared consumer on
+    ``subscription``), through Pulsar's WebSocket API; returns how many were acknowledged.
+
+    ``topic`` is the REST form, e.g. ``persistent/public/default/model-x``.
+    """
+    import asyncio
+
+    import aiohttp
+
+    ws_url = url.replace("http://", "ws://", 1) + f"/ws/v2/consumer/{topic}/{subscription}?subscriptionType=Shared"
+
+    async def run() -> int:
+        acked = 0
+        async with aiohttp.ClientSession() as session, session.ws_connect(ws_url) as ws:
+            try:
+                async with asyncio.timeout(timeout):
+                    while acked < count:
+                        msg = await ws.receive_json()
+                        await ws.send_json({"messageId": msg["messageId"]})
+                        acked += 1
+            except TimeoutError:
+                pass
+        return acked
+
+    return asyncio.run(run())

@@ -27,6 +27,11 @@ DEFAULT_REPLICAS = 1
 DEFAULT_MAX_PROCESS_NUM = 128
 DEFAULT_API_KEY_SECRET_KEY = "apiKey"
 KEDA_DEFAULT_MAX_REPLICAS = 100
+# KEDA's and the HPA's own defaults, applied by them when the AIModel leaves a knob unset.
+KEDA_DEFAULT_POLLING_INTERVAL = 30
+KEDA_DEFAULT_COOLDOWN_PERIOD = 300
+HPA_DEFAULT_SCALE_DOWN_STABILIZATION = 300
+HPA_MAX_STABILIZATION_WINDOW = 3600
 
 
 class ModelType(StrEnum):
@@ -125,6 +130,24 @@ SPEC_FIELDS: tuple[Field, ...] = (
         "maxReplicas",
         {"type": "integer", "format": "int32", "minimum": 1},
         f"KEDA maximum replica count (default {KEDA_DEFAULT_MAX_REPLICAS}).",
+    ),
+    Field(
+        "pollingInterval",
+        {"type": "integer", "format": "int32", "minimum": 1, "maximum": 86400},
+        "Seconds between KEDA's looks at the backlog while no worker runs (activation from zero) "
+        f"and between its scaler checks (default {KEDA_DEFAULT_POLLING_INTERVAL}, KEDA's).",
+    ),
+    Field(
+        "cooldownPeriod",
+        {"type": "integer", "format": "int32", "minimum": 0, "maximum": 86400},
+        "Seconds KEDA waits after the last queued request before scaling to zero; only with minReplicas 0 "
+        f"(default {KEDA_DEFAULT_COOLDOWN_PERIOD}, KEDA's).",
+    ),
+    Field(
+        "scaleDownStabilizationWindowSeconds",
+        {"type": "integer", "format": "int32", "minimum": 0, "maximum": HPA_MAX_STABILIZATION_WINDOW},
+        "Seconds of backlog history the HPA considers before removing workers "
+        f"(default {HPA_DEFAULT_SCALE_DOWN_STABILIZATION}, the HPA's).",
     ),
 )
 

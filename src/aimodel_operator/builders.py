@@ -255,7 +255,7 @@ def scaled_object(model: Manifest, settings: Settings) -> Manifest:
     if settings.pulsar_token:
         trigger["metadata"]["authModes"] = "bearer"
         trigger["authenticationRef"] = {"name": trigger_auth_name(name)}
-    body = {
+    body: dict[str, Any] = {
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment_name(name)},
             "minReplicaCount": spec.get("minReplicas", 1),
@@ -263,6 +263,15 @@ def scaled_object(model: Manifest, settings: Settings) -> Manifest:
             "triggers": [trigger],
         }
     }
+    # Unset knobs are left out, so that KEDA's and the HPA's own defaults apply.
+    for knob in ("pollingInterval", "cooldownPeriod"):
+        if spec.get(knob) is not None:
+            body["spec"][knob] = spec[knob]
+    window = spec.get("scaleDownStabilizationWindowSeconds")
+    if window is not None:
+        body["spec"]["advanced"] = {
+            "horizontalPodAutoscalerConfig": {"behavior": {"scaleDown": {"stabilizationWindowSeconds": window}}}
+        }
     return _child(model, KEDA_API_VERSION, "ScaledObject", scaled_object_name(name), body)
 
 

@@ -409,7 +409,8 @@ class Controller:
         autoscaling = conditions.autoscaling(model, self.caps.keda, self.settings.pulsar_admin_url, scaled)
         extra = (autoscaling,) if autoscaling is not None else ()
         report = self.intake.get(key, self._replaced(key, deployment))
-        new = status_mod.compute(model, report, deployment, extra, problem=problem)
+        autoscaled = builders.autoscaled(model, self.settings, self.caps)
+        new = status_mod.compute(model, report, deployment, extra, problem=problem, autoscaled=autoscaled)
         result, answer = await self.status_writer.write(key, model, new)
         if result is Written.STALE:
             await self._refresh(key, model)

@@ -71,7 +71,9 @@ def running_message(model: Manifest) -> str:
     return f"Deployment {deployment_name(model['metadata']['name'])} is up to date"
 
 
-def ready_condition(state: str, message: str, replicas: int, ready: int, deployment: Manifest | None) -> Condition:
+def ready_condition(
+    state: str, message: str, replicas: int, ready: int, deployment: Manifest | None, autoscaled: bool = False
+) -> Condition:
     if state == State.FAILED:
         return Condition(READY, False, "WorkerReportedError", message)
     if deployment is None:
@@ -80,6 +82,10 @@ def ready_condition(state: str, message: str, replicas: int, ready: int, deploym
     rolled_out = _int(dep_status.get("observedGeneration")) >= _int(deployment["metadata"].get("generation", 1))
     if not rolled_out or _int(dep_status.get("updatedReplicas")) < replicas:
         return Condition(READY, False, "RollingOut", f"{ready}/{replicas} workers ready; rolling out the new spec")
+    if replicas == 0:
+        # Nothing is wrong with a model nobody needs right now.
+        why = "KEDA starts a worker when a request is queued" if autoscaled else "spec.replicas is 0"
+        return Condition(READY, True, "ScaledToZero", f"scaled to zero: no workers run; {why}")
     if ready >= replicas:
         return Condition(READY, True, "WorkersReady", f"{ready}/{replicas} workers ready")
     return Condition(READY, False, "WorkersNotReady", f"{ready}/{replicas} workers ready")
@@ -105,6 +111,7 @@ def compute(
     extra_conditions: tuple[Condition, ...] = (),
     stamp: str | None = None,
     problem: Condition | None = None,
+    autoscaled: bool = False,
 ) -> dict[str, Any]:
     """The status the AIModel should show.
 
@@ -115,7 +122,7 @@ def compute(
 
     ``problem`` is what the operator found wrong with a Running model (a
     referenced Secret missing, a child's name taken): it makes Ready False
-    and is the message.
+    and is the message. ``autoscaled``: KEDA sets the replica count.
     """
     meta = model["metadata"]
     current = model.get("status") or {}
@@ -144,7 +151,7 @@ def compute(
     if problem is not None and state == State.RUNNING:
         ready_cond = problem
     else:
-        ready_cond = ready_condition(state, message, desired, ready, deployment)
+        ready_cond = ready_condition(state, message, desired, ready, deployment, autoscaled)
     conditions = [ready_cond, *extra_conditions]
     return {
         "state": state,

@@ -47,13 +47,11 @@ def keda_operator(operator_process, keda):
 
 
 def test_without_keda_the_model_runs_and_says_why_then_recovers(operator_process, cluster, kubectl, k):
-    from devcluster import keda as keda_mod
-
     _, local = cluster
     if local is None:
         pytest.skip("needs the local cluster: KEDA is uninstalled and installed again")
     # A cluster without KEDA: no KEDA process, no keda.sh CRDs.
-    keda_mod.uninstall(local)
+    local.uninstall_keda()
     assert kubectl.run("get", "crd", "scaledobjects.keda.sh", check=False).returncode != 0
     operator_process.stop()
     operator_process.start({"PULSAR_ADMIN_URL": ADMIN_URL})
@@ -78,7 +76,7 @@ def test_without_keda_the_model_runs_and_says_why_then_recovers(operator_process
     )
 
     # Installing KEDA is noticed without touching the operator or the AIModel.
-    keda_mod.start(local)
+    local.start_keda()
     wait_for("the ScaledObject", lambda: k.get("scaledobject", "ai-model-sample-scaledobject"), timeout=60)
     wait_for("Autoscaling=True", lambda: (condition(k, "Autoscaling") or {}).get("status") == "True", timeout=60)
 

@@ -467,6 +467,21 @@ def test_scaled_object_min_max_override():
     assert (so["spec"]["minReplicaCount"], so["spec"]["maxReplicaCount"]) == (2, 100)
 
 
+def test_scaling_knobs_are_passed_to_the_scaled_object_only_when_set():
+    so = builders.scaled_object(
+        keda_local(pollingInterval=2, cooldownPeriod=0, scaleDownStabilizationWindowSeconds=5),
+        Settings(pulsar_admin_url=ADMIN),
+    )
+    assert so["spec"]["pollingInterval"] == 2
+    assert so["spec"]["cooldownPeriod"] == 0  # zero is a value, not "unset"
+    assert so["spec"]["advanced"] == {
+        "horizontalPodAutoscalerConfig": {"behavior": {"scaleDown": {"stabilizationWindowSeconds": 5}}}
+    }
+    # Unset: KEDA's and the HPA's defaults apply (and an unchanged model never rewrites the ScaledObject).
+    so = builders.scaled_object(keda_local(), Settings(pulsar_admin_url=ADMIN))
+    assert not {"pollingInterval", "cooldownPeriod", "advanced"} & set(so["spec"])
+
+
 def test_threshold_is_a_string():
     so = builders.scaled_object(local(msgBacklogThreshold=15), Settings(pulsar_admin_url=ADMIN))
     value = so["spec"]["triggers"][0]["metadata"]["msgBacklogThreshold"]

@@ -50,9 +50,9 @@ CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "ClusterRole", "Clust
 
 def _kubectl() -> str | None:
     try:
-        from devcluster import build
+        from devcluster import kubernetes
 
-        binary = build.kubernetes_bin() / "kubectl"
+        binary = kubernetes.kubectl_path()
         if binary.exists():
             return str(binary)
     except ImportError:

@@ -203,8 +203,13 @@ def test_bound():
         (deployment(3, 3), "True", "WorkersReady", "3/3 workers ready"),
         (deployment(3, 2), "False", "WorkersNotReady", "2/3 workers ready"),
         (deployment(3, 0), "False", "WorkersNotReady", "0/3 workers ready"),
-        (deployment(0, 0), "True", "WorkersReady", "0/0 workers ready"),
-        (deployment(0, 0, status_replicas=2), "True", "WorkersReady", "0/0 workers ready"),
+        (deployment(0, 0), "True", "ScaledToZero", "scaled to zero: no workers run; spec.replicas is 0"),
+        (
+            deployment(0, 0, status_replicas=2),
+            "True",
+            "ScaledToZero",
+            "scaled to zero: no workers run; spec.replicas is 0",
+        ),
         (None, "False", "DeploymentMissing", "the worker Deployment does not exist yet"),
     ],
     ids=["all-ready", "some-ready", "none-ready", "zero-replicas", "scaling-to-zero", "no-deployment"],
@@ -212,6 +217,12 @@ def test_bound():
 def test_ready_condition(dep, status, reason, message):
     cond = ready_of(compute(model(), None, dep, stamp=T1))
     assert (cond["status"], cond["reason"], cond["message"]) == (status, reason, message)
+
+
+def test_scaled_to_zero_by_keda_says_what_wakes_it():
+    cond = ready_of(compute(model(), None, deployment(0, 0), stamp=T1, autoscaled=True))
+    assert (cond["status"], cond["reason"]) == ("True", "ScaledToZero")
+    assert cond["message"] == "scaled to zero: no workers run; KEDA starts a worker when a request is queued"
 
 
 def test_ready_transition_updates_time():

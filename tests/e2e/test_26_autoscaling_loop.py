@@ -1,0 +1,193 @@
+"""The whole autoscaling loop, for real: requests queued on Pulsar -> KEDA's scaler and metrics
+adapter -> the HPA controller -> the Deployment's replicas -> a consumer drains -> back down.
+
+Real Pulsar standalone, the real KEDA operator and adapter (through the APIService), the real
+HPA controller; the operator talks to the API server through a recording proxy so that its
+writes to the Deployment can be counted.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+import uuid
+
+import pytest
+
+from faults.faultproxy import FaultProxy
+from kube_helpers import OperatorProcess, wait_for
+
+THRESHOLD = 2
+QUEUED = 10  # -> ceil(10 / 2) = 5 workers
+
+
+@pytest.fixture
+def recorded_operator(crds_installed, operator_process, keda, pulsar, kubeconfig, tmp_path):
+    """The operator alone (the session's one stopped), with Pulsar's admin URL, behind a recording proxy."""
+    operator_process.stop()
+    with FaultProxy(kubeconfig) as proxy:
+        op = OperatorProcess(proxy.kubeconfig_path(tmp_path), tmp_path)
+        op.start({"PULSAR_ADMIN_URL": pulsar})
+        try:
+            yield op, proxy
+        finally:
+            op.stop()
+
+
+def _model_name() -> str:
+    return f"loop-{uuid.uuid4().hex[:8]}"
+
+
+def _aimodel(model: str, **spec) -> dict:
+    return {
+        "apiVersion": "model.youxam.com/v1alpha1",
+        "kind": "AIModel",
+        "metadata": {"name": "scaler"},
+        "spec": {
+            "type": "local",
+            "model": model,
+            "image": "user/image:tag",
+            "msgBacklogThreshold": THRESHOLD,
+            "pollingInterval": 1,
+            **spec,
+        },
+    }
+
+
+def _replicas(k) -> int | None:
+    dep = k.get("deployment", "scaler-deployment")
+    return None if dep is None else dep["spec"].get("replicas")
+
+
+def _ready(k) -> int:
+    dep = k.get("deployment", "scaler-deployment") or {}
+    return (dep.get("status") or {}).get("readyReplicas", 0)
+
+
+def _hpa_row(k) -> dict[str, str]:
+    """``kubectl get hpa`` as the user sees it: column -> value."""
+    header, *rows = k("get", "hpa", "keda-hpa-scaler-scaledobject").splitlines()
+    # TARGETS holds spaces ("10/2 (avg)"): split on the column starts of the header.
+    starts = [m.start() for m in re.finditer(r"\S+", header)]
+    ends = [*starts[1:], None]
+    return {header[s:e].strip(): rows[0][s:e].strip() for s, e in zip(starts, ends, strict=True)}
+
+
+def _condition(k, type_: str) -> dict:
+    model = k.get("aimodel", "scaler") or {}
+    return next((c for c in (model.get("status") or {}).get("conditions", []) if c["type"] == type_), {})
+
+
+def _deployment_writes(proxy: FaultProxy, namespace: str, since: float) -> list:
+    prefix = f"/apis/apps/v1/namespaces/{namespace}/deployments"
+    return [r for r in proxy.writes(since) if r.path.startswith(prefix)]
+
+
+def test_backlog_scales_the_workers_up_and_the_drain_scales_them_down(recorded_operator, pulsar, k, namespace):
+    from devcluster import pulsar as pulsar_mod
+
+    op, proxy = recorded_operator
+    model = _model_name()
+    topic, subscription = f"persistent/public/default/model-{model}", f"model-{model}-subscription"
+    pulsar_mod.publish(pulsar, topic, subscription, QUEUED)
+    assert pulsar_mod.backlog(pulsar, topic, subscription) == QUEUED
+
+    start = time.monotonic()
+    k.apply(_aimodel(model, maxReplicas=6, scaleDownStabilizationWindowSeconds=0))
+    wait_for("the Deployment", lambda: _replicas(k) is not None, timeout=30)
+    wait_for("KEDA's HPA", lambda: k.get("hpa", "keda-hpa-scaler-scaledobject"), timeout=60)
+    settled = time.monotonic()
+
+    # The HPA reads the real backlog through KEDA's metrics adapter: a value, not <unknown>.
+    row = wait_for(
+        "the HPA to show the backlog metric",
+        lambda: (r := _hpa_row(k)) and re.fullmatch(r"\d+(\.\d+)?m?/2 \(avg\)", r["TARGETS"]) and r,
+        timeout=60,
+    )
+    print(f"\nkubectl get hpa: TARGETS {row['TARGETS']!r} REPLICAS {row['REPLICAS']}")
+    want = math.ceil(QUEUED / THRESHOLD)
+    wait_for(f"{want} replicas", lambda: _replicas(k) == want, timeout=90)
+    scaled_up = time.monotonic()
+    wait_for(f"{want} Ready workers", lambda: _ready(k) == want, timeout=60)
+    hpa = k.get("hpa", "keda-hpa-scaler-scaledobject")
+    metric = hpa["status"]["currentMetrics"][0]["external"]
+    assert metric["metric"]["name"].startswith("s0-pulsar-")
+    assert hpa["status"]["desiredReplicas"] == want
+    # The HPA scaled the Deployment; the operator did not write to it meanwhile.
+    assert _deployment_writes(proxy, namespace, settled) == []
+    dep = k.get("deployment", "scaler-deployment")
+    replica_owners = [m["manager"] for m in dep["metadata"]["managedFields"] if '"f:replicas"' in str(m["fieldsV1"])]
+    assert "aimodel-operator" not in replica_owners, replica_owners
+
+    # A spec change while scaled: a new template, the same replica count, one write by the operator.
+    generation = dep["metadata"]["generation"]
+    before = time.monotonic()
+    k("patch", "aimodel", "scaler", "--type=merge", "-p", '{"spec":{"maxProcessNum":7}}')
+    dep = wait_for(
+        "the new template",
+        lambda: (
+            (d := k.get("deployment", "scaler-deployment"))
+            and d["metadata"]["generation"] > generation
+            and d["status"].get("observedGeneration") == d["metadata"]["generation"]
+            and d
+        ),
+        timeout=30,
+    )
+    assert dep["spec"]["replicas"] == want
+    # Had the operator set spec.replicas, the HPA would have had to set it back: one generation more.
+    assert dep["metadata"]["generation"] == generation + 1
+    assert len(_deployment_writes(proxy, namespace, before)) == 1
+
+    # A consumer drains the backlog; the HPA scales back down to the minimum.
+    assert pulsar_mod.consume(pulsar, topic, subscription, QUEUED) == QUEUED
+    drained = time.monotonic()
+    wait_for("an empty backlog", lambda: pulsar_mod.backlog(pulsar, topic, subscription) == 0, timeout=30)
+    wait_for("1 replica (minReplicas)", lambda: _replicas(k) == 1, timeout=90)
+    scaled_down = time.monotonic()
+    print(
+        f"first scale-up {scaled_up - start:.1f}s after the AIModel was created with {QUEUED} queued; "
+        f"scaled down {scaled_down - drained:.1f}s after the drain; "
+        f"operator writes to the Deployment while scaling: {len(_deployment_writes(proxy, namespace, settled)) - 1}"
+        " (+1 for the spec change)"
+    )
+    assert len(_deployment_writes(proxy, namespace, settled)) == 1
+    assert op.proc is not None and op.proc.poll() is None
+
+
+def test_min_replicas_zero_sleeps_when_idle_and_wakes_on_the_first_request(recorded_operator, pulsar, k, namespace):
+    from devcluster import pulsar as pulsar_mod
+
+    _op, proxy = recorded_operator
+    model = _model_name()
+    topic, subscription = f"persistent/public/default/model-{model}", f"model-{model}-subscription"
+    pulsar_mod.subscribe(pulsar, topic, subscription)
+    k.apply(_aimodel(model, minReplicas=0, cooldownPeriod=1))
+
+    wait_for("KEDA to scale the idle model to zero", lambda: _replicas(k) == 0, timeout=90)
+    mark = time.monotonic()
+    ready = wait_for(
+        "Ready=True ScaledToZero", lambda: (c := _condition(k, "Ready")) and c["reason"] == "ScaledToZero" and c
+    )
+    assert ready["status"] == "True"
+    assert "KEDA starts a worker when a request is queued" in ready["message"]
+    model_obj = k.get("aimodel", "scaler")
+    assert model_obj["status"]["state"] == "Running"
+    autoscaling = wait_for(
+        "Autoscaling active=False", lambda: (c := _condition(k, "Autoscaling")) and "active=False" in c["message"] and c
+    )
+    assert autoscaling["status"] == "True"
+
+    queued = time.monotonic()
+    pulsar_mod.publish(pulsar, topic, subscription, 1)
+    wait_for("the first request to start a worker", lambda: (_replicas(k) or 0) >= 1, timeout=60)
+    woke = time.monotonic()
+    wait_for("Ready=True with a ready worker", lambda: _condition(k, "Ready").get("reason") == "WorkersReady")
+    assert _condition(k, "Ready")["status"] == "True"
+
+    assert pulsar_mod.consume(pulsar, topic, subscription, 1) == 1
+    drained = time.monotonic()
+    wait_for("back to zero after the cooldown", lambda: _replicas(k) == 0, timeout=90)
+    slept = time.monotonic()
+    print(f"\nwoke {woke - queued:.1f}s after the first request; back to zero {slept - drained:.1f}s after the drain")
+    assert _deployment_writes(proxy, namespace, mark) == []
