@@ -159,14 +159,17 @@ def autoscaling_loop(cluster: Cluster, admin: str) -> None:
     snapshot("idle")
     pulsar.publish(admin, topic, subscription, QUEUED)
     print(f"queued {QUEUED} requests on {topic} (msgBacklogThreshold 2: {QUEUED // 2} workers wanted)", flush=True)
-    wait("the HPA to see the backlog", lambda: not hpa_targets(cluster).startswith("0/"), timeout=60)
+    wait("the HPA to see the backlog", lambda: hpa_targets(cluster) == f"{QUEUED}/2 (avg)", timeout=60)
     snapshot("queued")
     wait("5 ready workers", lambda: aimodel_field(cluster, KEDA_SAMPLE, ".status.readyReplicas") == "5", timeout=120)
+    # The HPA's own view catches up within its sync period: 10 queued / 5 workers.
+    wait("the HPA to count 5 workers", lambda: hpa_targets(cluster) == "2/2 (avg)", timeout=60)
     snapshot("scaled up")
     show(cluster, "get", "hpa")
     print("a worker drains the queue (a plain Pulsar consumer here)", flush=True)
     pulsar.consume(admin, topic, subscription, QUEUED)
     wait("an empty backlog", lambda: pulsar.backlog(admin, topic, subscription) == 0)
+    wait("the HPA to see it", lambda: hpa_targets(cluster) == "0/2 (avg)", timeout=60)
     snapshot("drained")
     wait("1 worker", lambda: aimodel_field(cluster, KEDA_SAMPLE, ".status.replicas") == "1", timeout=120)
     snapshot("scaled down")
@@ -225,4 +228,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ClusterError as err:
+        sys.exit(f"[devcluster] error: {err}")

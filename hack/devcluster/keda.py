@@ -15,6 +15,7 @@ apiserver through a relay on the same address (tcpforward.py).
 from __future__ import annotations
 
 import base64
+import socket
 import sys
 import urllib.request
 from pathlib import Path
@@ -122,12 +123,13 @@ def start(procs: Supervisor, kube: Kube) -> None:
     # The adapter reaches the apiserver through the relay on the host's end of the pair.
     relay_at = f"{ns.host_ip}:{free_port(ns.host_ip)}"
     api_port = kube.server.rsplit(":", 1)[1]
-    procs.spawn(
+    relay = procs.spawn(
         RELAY,
         [sys.executable, "-m", "devcluster.tcpforward", relay_at, f"127.0.0.1:{api_port}"],
         env={"PYTHONPATH": str(HACK)},
         binary="devcluster.tcpforward",
     )
+    procs.wait("the apiserver relay to listen", lambda: _connects(relay_at), relay)
     adapter_kubeconfig = procs.dir / "keda-adapter.kubeconfig"
     # The apiserver's certificate names localhost, not the relay's address.
     write_kubeconfig(adapter_kubeconfig, f"https://{relay_at}", kube.pki, tls_server_name="localhost")
@@ -156,6 +158,12 @@ def start(procs: Supervisor, kube: Kube) -> None:
     kube.apply(*adapter_objects(ns.inner_ip, (kube.pki / "ca.crt").read_bytes()))
     procs.wait("the external metrics APIService to be Available", lambda: _available(kube), adapter, timeout=90)
     log(f"KEDA is running; its metrics adapter at {ns.inner_ip}:{ADAPTER_PORT}")
+
+
+def _connects(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=1):
+        return True
 
 
 def _available(kube: Kube) -> bool:

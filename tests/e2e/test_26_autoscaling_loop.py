@@ -8,6 +8,7 @@ writes to the Deployment can be counted.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import time
@@ -116,8 +117,11 @@ def test_backlog_scales_the_workers_up_and_the_drain_scales_them_down(recorded_o
     assert hpa["status"]["desiredReplicas"] == want
     # The HPA scaled the Deployment; the operator did not write to it meanwhile.
     assert _deployment_writes(proxy, namespace, settled) == []
-    dep = k.get("deployment", "scaler-deployment")
-    replica_owners = [m["manager"] for m in dep["metadata"]["managedFields"] if '"f:replicas"' in str(m["fieldsV1"])]
+    dep = k.json("get", "deployment", "scaler-deployment", "--show-managed-fields")
+    replica_owners = [
+        m["manager"] for m in dep["metadata"]["managedFields"] if '"f:replicas"' in json.dumps(m.get("fieldsV1"))
+    ]
+    assert replica_owners, "nobody owns spec.replicas?"
     assert "aimodel-operator" not in replica_owners, replica_owners
 
     # A spec change while scaled: a new template, the same replica count, one write by the operator.
