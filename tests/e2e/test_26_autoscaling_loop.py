@@ -91,26 +91,27 @@ def test_backlog_scales_the_workers_up_and_the_drain_scales_them_down(recorded_o
     op, proxy = recorded_operator
     model = _model_name()
     topic, subscription = f"persistent/public/default/model-{model}", f"model-{model}-subscription"
-    pulsar_mod.publish(pulsar, topic, subscription, QUEUED)
-    assert pulsar_mod.backlog(pulsar, topic, subscription) == QUEUED
-
-    start = time.monotonic()
+    pulsar_mod.subscribe(pulsar, topic, subscription)
     k.apply(_aimodel(model, maxReplicas=6, scaleDownStabilizationWindowSeconds=0))
     wait_for("the Deployment", lambda: _replicas(k) is not None, timeout=30)
     wait_for("KEDA's HPA", lambda: k.get("hpa", "keda-hpa-scaler-scaledobject"), timeout=60)
+    # The HPA reads the real backlog through KEDA's metrics adapter: a value, not <unknown>.
+    wait_for("the HPA to read an empty backlog", lambda: _hpa_row(k)["TARGETS"] == "0/2 (avg)", timeout=60)
+    assert _replicas(k) == 1
     settled = time.monotonic()
 
-    # The HPA reads the real backlog through KEDA's metrics adapter: a value, not <unknown>.
-    row = wait_for(
-        "the HPA to show the backlog metric",
-        lambda: (r := _hpa_row(k)) and re.fullmatch(r"\d+(\.\d+)?m?/2 \(avg\)", r["TARGETS"]) and r,
-        timeout=60,
-    )
+    pulsar_mod.publish(pulsar, topic, subscription, QUEUED)
+    queued = time.monotonic()
+    assert pulsar_mod.backlog(pulsar, topic, subscription) == QUEUED
+    row = wait_for("the HPA to show the backlog", lambda: (r := _hpa_row(k))["TARGETS"] != "0/2 (avg)" and r)
+    # Per worker, as the HPA counts them: 10 queued over the replicas it has seen (1, or 5 already).
+    assert row["TARGETS"] in (f"{QUEUED}/2 (avg)", "2/2 (avg)"), row
     print(f"\nkubectl get hpa: TARGETS {row['TARGETS']!r} REPLICAS {row['REPLICAS']}")
     want = math.ceil(QUEUED / THRESHOLD)
     wait_for(f"{want} replicas", lambda: _replicas(k) == want, timeout=90)
     scaled_up = time.monotonic()
     wait_for(f"{want} Ready workers", lambda: _ready(k) == want, timeout=60)
+    wait_for("the HPA to count them", lambda: _hpa_row(k)["TARGETS"] == "2/2 (avg)", timeout=30)
     hpa = k.get("hpa", "keda-hpa-scaler-scaledobject")
     metric = hpa["status"]["currentMetrics"][0]["external"]
     assert metric["metric"]["name"].startswith("s0-pulsar-")
@@ -150,7 +151,7 @@ def test_backlog_scales_the_workers_up_and_the_drain_scales_them_down(recorded_o
     wait_for("1 replica (minReplicas)", lambda: _replicas(k) == 1, timeout=90)
     scaled_down = time.monotonic()
     print(
-        f"first scale-up {scaled_up - start:.1f}s after the AIModel was created with {QUEUED} queued; "
+        f"first scale-up {scaled_up - queued:.1f}s after {QUEUED} requests were queued; "
         f"scaled down {scaled_down - drained:.1f}s after the drain; "
         f"operator writes to the Deployment while scaling: {len(_deployment_writes(proxy, namespace, settled)) - 1}"
         " (+1 for the spec change)"
