@@ -7,6 +7,7 @@ as it is. Otherwise the local cluster (hack/devcluster) is started in
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import uuid
@@ -122,3 +123,22 @@ def pulsar(cluster) -> str:
             pytest.skip("an external cluster needs AIMODEL_TEST_PULSAR_ADMIN_URL for the Pulsar tests")
         return url
     return local.start_pulsar()
+
+
+@pytest.fixture
+def recorded_operator(crds_installed, operator_process, kubeconfig, tmp_path):
+    """Starts the operator alone (the session's one stopped) behind a recording proxy, so that a test
+    can count its requests: ``recorded_operator(env)`` returns (OperatorProcess, FaultProxy)."""
+    from faults.faultproxy import FaultProxy
+
+    with contextlib.ExitStack() as stack:
+
+        def start(env: dict[str, str] | None = None) -> tuple[OperatorProcess, FaultProxy]:
+            operator_process.stop()
+            proxy = stack.enter_context(FaultProxy(kubeconfig))
+            op = OperatorProcess(proxy.kubeconfig_path(tmp_path), tmp_path)
+            stack.callback(op.stop)  # before the proxy closes
+            op.start(env or {})
+            return op, proxy
+
+        yield start

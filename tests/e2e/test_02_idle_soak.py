@@ -6,27 +6,11 @@ from __future__ import annotations
 import datetime as dt
 import time
 
-import pytest
-
-from faults.faultproxy import FaultProxy
-from kube_helpers import OperatorProcess, wait_for
+from kube_helpers import wait_for
 
 MODELS = 3
 REPLICAS = 3
 SOAK_SECONDS = 120
-
-
-@pytest.fixture
-def recorded_operator(crds_installed, operator_process, kubeconfig, tmp_path):
-    """The operator alone (the session's one stopped), behind a recording proxy."""
-    operator_process.stop()
-    with FaultProxy(kubeconfig) as proxy:
-        op = OperatorProcess(proxy.kubeconfig_path(tmp_path), tmp_path)
-        op.start()
-        try:
-            yield op, proxy
-        finally:
-            op.stop()
 
 
 def _pods_ready(k) -> tuple[int, int]:
@@ -51,7 +35,7 @@ def _node_not_ready_since(kubectl, since: dt.datetime) -> list[str]:
 
 
 def test_idle_cluster_keeps_nodes_and_pods_ready_and_writes_nothing(recorded_operator, kubectl, k, namespace):
-    op, proxy = recorded_operator
+    op, proxy = recorded_operator()
     for i in range(MODELS):
         k.apply(
             {

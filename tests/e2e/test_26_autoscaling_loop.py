@@ -16,28 +16,27 @@ import uuid
 
 import pytest
 
+from devcluster import pulsar as pulsar_mod
 from faults.faultproxy import FaultProxy
-from kube_helpers import OperatorProcess, wait_for
+from kube_helpers import wait_for
 
 THRESHOLD = 2
 QUEUED = 10  # -> ceil(10 / 2) = 5 workers
 
 
 @pytest.fixture
-def recorded_operator(crds_installed, operator_process, keda, pulsar, kubeconfig, tmp_path):
-    """The operator alone (the session's one stopped), with Pulsar's admin URL, behind a recording proxy."""
-    operator_process.stop()
-    with FaultProxy(kubeconfig) as proxy:
-        op = OperatorProcess(proxy.kubeconfig_path(tmp_path), tmp_path)
-        op.start({"PULSAR_ADMIN_URL": pulsar})
-        try:
-            yield op, proxy
-        finally:
-            op.stop()
+def scaling_operator(recorded_operator, keda, pulsar):
+    """The operator with Pulsar's admin URL, on a cluster running KEDA, behind a recording proxy."""
+    return recorded_operator({"PULSAR_ADMIN_URL": pulsar})
 
 
-def _model_name() -> str:
-    return f"loop-{uuid.uuid4().hex[:8]}"
+@pytest.fixture
+def queue(pulsar) -> tuple[str, str, str]:
+    """A model of its own and its workers' subscription on model-<model>: (model, topic, subscription)."""
+    model = f"loop-{uuid.uuid4().hex[:8]}"
+    topic, subscription = f"persistent/public/default/model-{model}", f"model-{model}-subscription"
+    pulsar_mod.subscribe(pulsar, topic, subscription)
+    return model, topic, subscription
 
 
 def _aimodel(model: str, **spec) -> dict:
@@ -85,13 +84,9 @@ def _deployment_writes(proxy: FaultProxy, namespace: str, since: float) -> list:
     return [r for r in proxy.writes(since) if r.path.startswith(prefix)]
 
 
-def test_backlog_scales_the_workers_up_and_the_drain_scales_them_down(recorded_operator, pulsar, k, namespace):
-    from devcluster import pulsar as pulsar_mod
-
-    op, proxy = recorded_operator
-    model = _model_name()
-    topic, subscription = f"persistent/public/default/model-{model}", f"model-{model}-subscription"
-    pulsar_mod.subscribe(pulsar, topic, subscription)
+def test_backlog_scales_the_workers_up_and_the_drain_scales_them_down(scaling_operator, pulsar, queue, k, namespace):
+    op, proxy = scaling_operator
+    model, topic, subscription = queue
     k.apply(_aimodel(model, maxReplicas=6, scaleDownStabilizationWindowSeconds=0))
     wait_for("the Deployment", lambda: _replicas(k) is not None, timeout=30)
     wait_for("KEDA's HPA", lambda: k.get("hpa", "keda-hpa-scaler-scaledobject"), timeout=60)
@@ -160,13 +155,11 @@ def test_backlog_scales_the_workers_up_and_the_drain_scales_them_down(recorded_o
     assert op.proc is not None and op.proc.poll() is None
 
 
-def test_min_replicas_zero_sleeps_when_idle_and_wakes_on_the_first_request(recorded_operator, pulsar, k, namespace):
-    from devcluster import pulsar as pulsar_mod
-
-    _op, proxy = recorded_operator
-    model = _model_name()
-    topic, subscription = f"persistent/public/default/model-{model}", f"model-{model}-subscription"
-    pulsar_mod.subscribe(pulsar, topic, subscription)
+def test_min_replicas_zero_sleeps_when_idle_and_wakes_on_the_first_request(
+    scaling_operator, pulsar, queue, k, namespace
+):
+    _op, proxy = scaling_operator
+    model, topic, subscription = queue
     k.apply(_aimodel(model, minReplicas=0, cooldownPeriod=1))
 
     wait_for("KEDA to scale the idle model to zero", lambda: _replicas(k) == 0, timeout=90)

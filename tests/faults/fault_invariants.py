@@ -34,6 +34,20 @@ REMOTE = {
 }
 
 
+def worker_event(namespace: str, name: str, model: str, message: str, reason: str = "GeneralError") -> dict[str, Any]:
+    """A worker's error report on AIModel ``model``: the Warning Event a worker pod creates."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": name, "namespace": namespace},
+        "involvedObject": {"kind": "AIModel", "name": model, "namespace": namespace},
+        "reason": reason,
+        "message": message,
+        "type": "Warning",
+        "source": {"component": "worker"},
+    }
+
+
 def status(k: Kubectl, name: str) -> dict[str, Any]:
     return ((k.get("aimodel", name) or {}).get("status")) or {}
 

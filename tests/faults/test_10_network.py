@@ -19,6 +19,7 @@ from fault_invariants import (
     condition,
     model_manifest,
     status,
+    worker_event,
 )
 
 from kube_helpers import wait_for
@@ -128,18 +129,7 @@ def test_a_stale_status_answer_never_hides_a_newer_spec(proxied_operator, proxy,
     models = {"a": LOCAL}
     _start(k, models)
     proxy.delay_responses("PATCH", "/aimodels/a/status", 3)
-    k.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"name": "a.report", "namespace": namespace},
-            "involvedObject": {"kind": "AIModel", "name": "a", "namespace": namespace},
-            "reason": "GeneralError",
-            "message": "boom",
-            "type": "Warning",
-            "source": {"component": "worker"},
-        }
-    )
+    k.apply(worker_event(namespace, "a.report", "a", "boom"))
     wait_for("the Failed status written", lambda: status(k, "a").get("state") == "Failed")
     # The operator has not heard back yet: the spec changes meanwhile.
     models["a"] = dict(LOCAL, image="user/image:v2")
@@ -274,16 +264,7 @@ def test_reports_from_pods_of_a_replaced_replica_set_are_ignored(operator, k, na
     wait_for("Running on generation 2", lambda: status(k, "a").get("observedGeneration") == 2)
 
     def report(name, pod=None, reason="AuthenticationError"):
-        event = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"name": name, "namespace": namespace},
-            "involvedObject": {"kind": "AIModel", "name": "a", "namespace": namespace},
-            "reason": reason,
-            "message": f"from {pod or 'no pod'}",
-            "type": "Warning",
-            "source": {"component": "worker"},
-        }
+        event = worker_event(namespace, name, "a", f"from {pod or 'no pod'}", reason)
         if pod:
             event["related"] = {"apiVersion": "v1", "kind": "Pod", "name": pod, "namespace": namespace}
         k("create", "-f", "-", input=json.dumps(event))

@@ -12,7 +12,7 @@ import json
 import subprocess
 
 import pytest
-from fault_invariants import REMOTE, assert_writes_flat, condition, model_manifest, status
+from fault_invariants import REMOTE, assert_writes_flat, condition, model_manifest, status, worker_event
 
 from kube_helpers import wait_for
 
@@ -189,16 +189,7 @@ def test_foreign_object_under_a_child_name_is_never_written(operator, k, kind, l
 def test_garbled_messages_are_made_printable(operator, k, kubectl, namespace):
     k.apply(model_manifest("m", REMOTE))
     wait_for("Ready", lambda: condition(k, "m", "Ready").get("status") == "True", timeout=30)
-    event = {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"name": "m.garbled", "namespace": namespace},
-        "involvedObject": {"kind": "AIModel", "name": "m", "namespace": namespace},
-        "reason": "GeneralError",
-        "message": "PLACEHOLDER",
-        "type": "Warning",
-        "source": {"component": "worker"},
-    }
+    event = worker_event(namespace, "m.garbled", "m", "PLACEHOLDER")
     raw = json.dumps(event).encode().replace(b"PLACEHOLDER", b"red\\u001b[31m bell\\u0007 nul\\u0000 bad\\xff\\xfe end")
     res = subprocess.run(
         [kubectl.binary, "--kubeconfig", str(kubectl.kubeconfig), "create", "-f", "-"],

@@ -24,7 +24,7 @@ from typing import Any
 
 import aiohttp
 import yaml
-from fault_invariants import LOCAL, assert_alive, assert_writes_flat, condition, model_manifest, status
+from fault_invariants import LOCAL, assert_alive, assert_writes_flat, condition, model_manifest, status, worker_event
 
 from aimodel_operator.kube import resource_of
 from faults.faultproxy import FaultProxy
@@ -124,19 +124,9 @@ def admin_endpoint(kubeconfig: Path, tmp_path: Path) -> tuple[str, ssl.SSLContex
 def report(namespace: str, name: str, model: str, message: str) -> dict[str, Any]:
     """A worker's error report as the uplion SDK posts it (no apiVersion in involvedObject)."""
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"name": name, "namespace": namespace},
-        "involvedObject": {"kind": "AIModel", "name": model, "namespace": namespace},
-        "reason": "GeneralError",
-        "message": message,
-        "type": "Warning",
-        "source": {"component": "flood-worker"},
-        "firstTimestamp": stamp,
-        "lastTimestamp": stamp,
-        "count": 1,
-    }
+    event = worker_event(namespace, name, model, message)
+    event["source"] = {"component": "flood-worker"}
+    return {**event, "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1}
 
 
 def flood_message(i: int) -> str:
