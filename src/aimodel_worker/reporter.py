@@ -16,6 +16,32 @@ from .reasons import Reason, parse_reason
 
 # Distinct (reason, message) pairs remembered for updating; the oldest are forgotten past this.
 MAX_REMEMBERED_EVENTS = 256
+# Where the kubelet reads a container's termination message (the pod's terminationMessagePath).
+DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+# The kubelet keeps at most 4096 bytes of it.
+MAX_TERMINATION_MESSAGE = 4096
+
+
+def write_termination_message(path: str, text: str) -> bool:
+    """Write ``text`` where the kubelet reads the container's termination message; False if it cannot.
+
+    The file must exist (the kubelet creates it in every container): outside a pod nothing is
+    created, and reporting goes on without it.
+    """
+    if not path:
+        return False
+    data = text.encode("utf-8", "replace")[:MAX_TERMINATION_MESSAGE]
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+    except OSError:
+        return False
+    try:
+        os.write(fd, data)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return True
 
 
 def _required(env: Mapping[str, str], variable: str) -> str:
@@ -31,6 +57,10 @@ class Reporter:
     The AIModel defaults to ``$AIMODEL_NAME`` in ``$AIMODEL_NAMESPACE``; events
     go to that namespace. Credentials: ``server`` (with ``token``, ``ca_file``,
     ``insecure``) if given, else ``credentials``, else ``load_credentials(env)``.
+
+    Each report is also written to ``termination_log`` (``$TERMINATION_LOG``, else
+    /dev/termination-log; '' for none), so that a worker that exits after reporting
+    shows the same ``<reason>: <message>`` in its pod's last state.
     """
 
     def __init__(
@@ -52,8 +82,12 @@ class Reporter:
         timeout: float = 10.0,
         sleep: Callable[[float], None] = time.sleep,
         env: Mapping[str, str] | None = None,
+        termination_log: str | None = None,
     ) -> None:
         env = os.environ if env is None else env
+        if termination_log is None:
+            termination_log = env.get("TERMINATION_LOG", DEFAULT_TERMINATION_LOG)
+        self.termination_log = termination_log
         self.name = name or _required(env, "AIMODEL_NAME")
         self.namespace = namespace or _required(env, "AIMODEL_NAMESPACE")
         if not is_dns_subdomain(self.name):
@@ -78,6 +112,8 @@ class Reporter:
         reason = parse_reason(reason)
         message = truncate_message(str(message))
         key = (reason, message)
+        # First, so that the pod's last state says why even if the API server cannot be reached.
+        write_termination_message(self.termination_log, f"{reason.value}: {message}")
         with self._lock:
             event = None
             if key in self._sent:

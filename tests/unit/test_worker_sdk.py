@@ -45,6 +45,7 @@ from aimodel_worker.apiclient import retry_after
 from aimodel_worker.credentials import in_cluster_credentials, kubeconfig_credentials, load_client_certificate
 from aimodel_worker.events import build_event, is_dns_subdomain, new_event_name, timestamp
 from aimodel_worker.reasons import parse_reason
+from aimodel_worker.reporter import write_termination_message
 
 REPO = Path(__file__).resolve().parents[2]
 REASONS = [
@@ -923,3 +924,49 @@ def test_worker_program_prints_its_environment_serves_and_stops_on_sigterm(api, 
     assert "AIMODEL_NAME=llama" in lines
     assert "sk-live-123" not in "\n".join(lines)
     assert "PULSAR_TOKEN=<unset>" in lines
+
+
+def test_a_report_is_the_containers_termination_message(api, sleeps, tmp_path):
+    log = tmp_path / "termination-log"
+    log.write_text("")  # the kubelet creates the file in every container
+    reporter = make_reporter(api, sleeps, termination_log=str(log))
+    reporter.report(Reason.CONFIGURATION_ERROR, 'Local model "x" is not supported.')
+    assert log.read_text() == 'ConfigurationError: Local model "x" is not supported.'
+    reporter.report(Reason.GENERAL_ERROR, "second")
+    assert log.read_text() == "GeneralError: second"  # the newest, not appended
+
+
+def test_the_termination_log_path_comes_from_the_environment(api, sleeps, tmp_path):
+    log = tmp_path / "custom-log"
+    log.write_text("old and much longer content")
+    reporter = make_reporter(api, sleeps, env={"TERMINATION_LOG": str(log)})
+    reporter.report(Reason.AUTHENTICATION_ERROR, "bad key")
+    assert log.read_text() == "AuthenticationError: bad key"
+
+
+def test_outside_a_pod_no_termination_log_is_created(api, sleeps, tmp_path):
+    missing = tmp_path / "termination-log"
+    reporter = make_reporter(api, sleeps, termination_log=str(missing))
+    reporter.report(Reason.GENERAL_ERROR, "boom")
+    assert not missing.exists()
+    assert len(api.events) == 1
+
+
+def test_the_termination_message_is_written_even_when_the_api_server_is_unreachable(sleeps, tmp_path):
+    log = tmp_path / "termination-log"
+    log.write_text("")
+    closed = FakeApiServer()
+    closed.close()  # nothing listens on its port any more
+    reporter = Reporter(
+        "llama", "models", server=closed.url, attempts=1, sleep=sleeps.append, env={}, termination_log=str(log)
+    )
+    with pytest.raises(ReportError):
+        reporter.report(Reason.MESSAGE_QUEUE_CONNECTION_ERROR, "pulsar down")
+    assert log.read_text() == "MessageQueueConnectionError: pulsar down"
+
+
+def test_the_termination_message_is_bounded_as_the_kubelet_bounds_it(tmp_path):
+    log = tmp_path / "termination-log"
+    log.write_text("")
+    assert write_termination_message(str(log), "é" * 5000)
+    assert len(log.read_bytes()) == 4096
