@@ -71,6 +71,12 @@ def module_gomod(module: str, version: str, cwd: Path) -> Path:
     return Path(json.loads(_go_output(["mod", "download", "-json", f"{module}@{version}"], cwd))["GoMod"])
 
 
+def module_source(module: str, version: str, cwd: Path) -> Path:
+    """Where the source of ``module@version`` was unpacked (downloaded if needed)."""
+    cwd.mkdir(parents=True, exist_ok=True)
+    return Path(json.loads(_go_output(["mod", "download", "-json", f"{module}@{version}"], cwd))["Dir"])
+
+
 def module_dir(module: str, cwd: Path) -> Path:
     """Where the source of ``module`` (as required by the module in ``cwd``) was unpacked."""
     return Path(_go_output(["list", "-m", "-f", "{{.Dir}}", module], cwd).strip())

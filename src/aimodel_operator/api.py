@@ -239,6 +239,12 @@ PRINTER_COLUMNS: tuple[dict[str, Any], ...] = (
     {"name": "State", "type": "string", "jsonPath": ".status.state"},
     {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas", "priority": 1},
     {"name": "Backlog", "type": "integer", "jsonPath": ".spec.msgBacklogThreshold", "priority": 1},
+    {
+        "name": "Workers",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="WorkersAvailable")].message',
+        "priority": 1,
+    },
     {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp", "priority": 1},
 )

@@ -7,7 +7,7 @@ from typing import Any
 
 from . import api, builders
 from .builders import Manifest
-from .status import AUTOSCALING, READY, Condition
+from .status import AUTOSCALING, READY, WORKERS, WORKERS_STARTING, Condition
 
 # Ready reasons that mean the operator found something wrong with the AIModel or its children.
 PROBLEM_REASONS = frozenset({"ChildConflict", "APIKeySecretNotFound", "ApplyFailed"})
@@ -98,6 +98,17 @@ def _reason(message: str | None) -> str:
     return (message or "").split(":", 1)[0]
 
 
+def _workers_news(before: dict[str, Any] | None, after: dict[str, Any]) -> Announcement | None:
+    """A problem with the workers appearing (or turning into another), and its end; not a model's
+    workers simply starting, nor a crash loop's workers coming and going between back-offs."""
+    if after["status"] == "False" and after["reason"] != WORKERS_STARTING:
+        return Announcement("Warning", f"Workers{after['reason']}", after["message"])
+    was_problem = before is not None and before.get("status") == "False" and before.get("reason") != WORKERS_STARTING
+    if after["status"] == "True" and was_problem:
+        return Announcement("Normal", "WorkersRecovered", after["message"])
+    return None
+
+
 def announcements(before: dict[str, Any], after: dict[str, Any]) -> list[Announcement]:
     """Events worth posting for a status change.
 
@@ -119,6 +130,10 @@ def announcements(before: dict[str, Any], after: dict[str, Any]) -> list[Announc
         if cond["type"] == AUTOSCALING:
             kind = "Normal" if cond["status"] == "True" else "Warning"
             out.append(Announcement(kind, f"Autoscaling{cond['reason']}", cond["message"]))
+        elif cond["type"] == WORKERS:
+            note = _workers_news(old.get(WORKERS), cond)
+            if note is not None:
+                out.append(note)
         elif cond["reason"] in PROBLEM_REASONS:
             # What the operator refuses to do, or cannot, is said where users look.
             out.append(Announcement("Warning", cond["reason"], cond["message"]))

@@ -25,6 +25,7 @@ from .intake import FIELD_SELECTOR, Intake, tiny
 from .kube import (
     DEPLOYMENTS,
     EVENTS,
+    PODS,
     REPLICA_SETS,
     ROLE_BINDINGS,
     ROLES,
@@ -39,6 +40,7 @@ from .kube import (
 from .recorder import Recorder
 from .settings import FIELD_MANAGER, Settings
 from .statuswriter import AIMODELS, StatusWriter, Written
+from .workers import deployment_problems, keep_pod, summarize
 from .workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
@@ -62,7 +64,14 @@ class LookAgain(Exception):
 
 def _keep_deployment(obj: Manifest) -> Manifest:
     strip(obj)
-    obj.get("status", {}).pop("conditions", None)
+    status = obj.get("status")
+    if status is not None:
+        # Of its conditions only the problems (refused pods, a stalled rollout); the others
+        # change their timestamps all the time.
+        problems = deployment_problems(obj)
+        status.pop("conditions", None)
+        if problems:
+            status["problems"] = problems
     return obj
 
 
@@ -136,6 +145,8 @@ class Controller:
         self.replica_sets = Informer(
             kube, REPLICA_SETS, self._replica_set_event, _keep_replica_set, idle=watch_idle, labelSelector=MANAGED
         )
+        # Worker pods, in a tiny form: what the WorkersAvailable condition needs.
+        self.pods = Informer(kube, PODS, self._pod_event, keep_pod, idle=watch_idle, labelSelector=MANAGED)
         # Events are not cached: a report only needs its resourceVersion, which the intake keeps.
         self.events = Informer(
             kube, EVENTS, self.intake.handle, tiny, keep=False, idle=watch_idle, fieldSelector=FIELD_SELECTOR
@@ -148,13 +159,15 @@ class Controller:
         self._ref_of: dict[Key, str] = {}
         # Deployment revisions per AIModel: {ReplicaSet name: revision}, to tell replaced pods' reports.
         self._revisions: dict[Key, dict[str, int]] = {}
+        # Worker pods per AIModel: names of its pods in the pod cache.
+        self._pods_of: dict[Key, set[str]] = {}
         self._tasks: list[asyncio.Task] = []
         self._gate: asyncio.Event | None = None
         self._begin_task: asyncio.Task | None = None
 
     @property
     def informers(self) -> list[Informer]:
-        return [self.models, *self.children.values(), self.replica_sets, self.events]
+        return [self.models, *self.children.values(), self.replica_sets, self.pods, self.events]
 
     # -- inputs ------------------------------------------------------------------
 
@@ -218,6 +231,36 @@ class Controller:
             if not known and key in self.models:
                 # A rollout's new ReplicaSet: reports held back until it was known can now be judged.
                 self.queue.add(key)
+
+    def _pod_event(self, kind: str, obj: Manifest) -> None:
+        meta = obj["metadata"]
+        model = (meta.get("labels") or {}).get(builders.LABEL_MODEL)
+        if not model:
+            return
+        key = (meta.get("namespace", ""), model)
+        if kind == "DELETED":
+            names = self._pods_of.get(key)
+            if names is not None:
+                names.discard(meta["name"])
+                if not names:
+                    del self._pods_of[key]
+        else:
+            self._pods_of.setdefault(key, set()).add(meta["name"])
+        if key in self.models:
+            self.queue.add(key)
+
+    def _workers(self, key: Key, deployment: Manifest | None) -> status_mod.Condition | None:
+        """The WorkersAvailable condition, from the kept pods of the current ReplicaSet."""
+        if deployment is None:
+            return None
+        namespace = key[0]
+        pods = [p for name in self._pods_of.get(key, ()) if (p := self.pods.get(namespace, name)) is not None]
+        revisions = self._revisions.get(key) or {}
+        current = max(revisions, key=revisions.__getitem__) if revisions else None
+        dep_status = deployment.get("status") or {}
+        desired = int((deployment.get("spec") or {}).get("replicas", dep_status.get("replicas") or 0))
+        ready = int(dep_status.get("readyReplicas") or 0)
+        return summarize(desired, ready, dep_status.get("problems") or [], pods, current)
 
     def _replaced(self, key: Key, deployment: Manifest | None) -> Callable[[str], bool]:
         """Which ReplicaSets' pods may not speak for the current spec.
@@ -410,7 +453,15 @@ class Controller:
         extra = (autoscaling,) if autoscaling is not None else ()
         report = self.intake.get(key, self._replaced(key, deployment))
         autoscaled = builders.autoscaled(model, self.settings, self.caps)
-        new = status_mod.compute(model, report, deployment, extra, problem=problem, autoscaled=autoscaled)
+        new = status_mod.compute(
+            model,
+            report,
+            deployment,
+            extra,
+            problem=problem,
+            autoscaled=autoscaled,
+            workers=self._workers(key, deployment),
+        )
         result, answer = await self.status_writer.write(key, model, new)
         if result is Written.STALE:
             await self._refresh(key, model)

@@ -133,7 +133,12 @@ class Informer:
             # response) or a stale event. Nothing to store, nothing to react to.
             if current is not None and current[0] >= rv_int(obj):
                 return
-            self.store[key] = self._encode(obj)
+            encoded = self._encode(obj)
+            self.store[key] = encoded
+            if current is not None and current[1] == encoded[1]:
+                # Newer, but nothing the operator keeps of it changed (a transform without the
+                # resourceVersion, e.g. a pod's): nothing to react to.
+                return
         self._notify(kind, obj)
 
     def _notify(self, kind: str, obj: Manifest) -> None:

@@ -15,6 +15,9 @@ MAX_MESSAGE = 1024
 # Condition types.
 READY = "Ready"
 AUTOSCALING = "Autoscaling"
+WORKERS = "WorkersAvailable"
+# The WorkersAvailable reason of workers on their way with nothing known to be wrong.
+WORKERS_STARTING = "WorkersStarting"
 
 # Fields whose change is urgent to publish. Replica counts, and a newer report
 # on a model that is already Failed, may be batched: a flood of reports for
@@ -72,12 +75,21 @@ def running_message(model: Manifest) -> str:
 
 
 def ready_condition(
-    state: str, message: str, replicas: int, ready: int, deployment: Manifest | None, autoscaled: bool = False
+    state: str,
+    message: str,
+    replicas: int,
+    ready: int,
+    deployment: Manifest | None,
+    autoscaled: bool = False,
+    workers: Condition | None = None,
 ) -> Condition:
     if state == State.FAILED:
         return Condition(READY, False, "WorkerReportedError", message)
     if deployment is None:
         return Condition(READY, False, "DeploymentMissing", "the worker Deployment does not exist yet")
+    if workers is not None and workers.status is False and workers.reason != WORKERS_STARTING:
+        # What is wrong with the workers (a crash loop, an image that cannot be pulled) says more than a count.
+        return Condition(READY, False, workers.reason, workers.message)
     dep_status = deployment.get("status") or {}
     rolled_out = _int(dep_status.get("observedGeneration")) >= _int(deployment["metadata"].get("generation", 1))
     if not rolled_out or _int(dep_status.get("updatedReplicas")) < replicas:
@@ -112,6 +124,7 @@ def compute(
     stamp: str | None = None,
     problem: Condition | None = None,
     autoscaled: bool = False,
+    workers: Condition | None = None,
 ) -> dict[str, Any]:
     """The status the AIModel should show.
 
@@ -122,7 +135,8 @@ def compute(
 
     ``problem`` is what the operator found wrong with a Running model (a
     referenced Secret missing, a child's name taken): it makes Ready False
-    and is the message. ``autoscaled``: KEDA sets the replica count.
+    and is the message. ``autoscaled``: KEDA sets the replica count. ``workers`` is the
+    WorkersAvailable condition (workers.summarize): shown, and Ready names its problem.
     """
     meta = model["metadata"]
     current = model.get("status") or {}
@@ -151,8 +165,8 @@ def compute(
     if problem is not None and state == State.RUNNING:
         ready_cond = problem
     else:
-        ready_cond = ready_condition(state, message, desired, ready, deployment, autoscaled)
-    conditions = [ready_cond, *extra_conditions]
+        ready_cond = ready_condition(state, message, desired, ready, deployment, autoscaled, workers)
+    conditions = [ready_cond, *([workers] if workers is not None else []), *extra_conditions]
     return {
         "state": state,
         "message": bound(message),

@@ -120,6 +120,30 @@ def test_announcements():
     assert conditions.announcements(refused, refused) == []
 
 
+def test_workers_problems_are_announced_when_they_appear_and_when_they_clear():
+    ready = ("Ready", "True", "WorkersReady", "3/3")
+
+    def st(status, reason, message):
+        return _status("Running", "ok", ready, ("WorkersAvailable", status, reason, message))
+
+    starting = st("False", "WorkersStarting", "0/3 workers ready")
+    available = st("True", "WorkersAvailable", "3/3 workers available")
+    crashing = st("False", "CrashLoopBackOff", "3/3 workers in CrashLoopBackOff (exit 1)")
+    # A new model's workers starting, then all available: no news.
+    assert conditions.announcements({}, starting) == []
+    assert conditions.announcements(starting, available) == []
+    [note] = conditions.announcements(available, crashing)
+    assert (note.type, note.reason, note.message) == (
+        "Warning",
+        "WorkersCrashLoopBackOff",
+        "3/3 workers in CrashLoopBackOff (exit 1)",
+    )
+    # The same problem with other counts is not news again.
+    assert conditions.announcements(crashing, st("False", "CrashLoopBackOff", "2/3 workers in CrashLoopBackOff")) == []
+    [note] = conditions.announcements(crashing, available)
+    assert (note.type, note.reason) == ("Normal", "WorkersRecovered")
+
+
 # -- what the caches keep --------------------------------------------------------
 
 

@@ -32,6 +32,7 @@ MANAGER_RULES = {
     ("", "secrets", "get"),
     *(("", "events", v) for v in ("list", "watch", "create", "patch")),
     *(("apps", "replicasets", v) for v in ("list", "watch")),
+    *(("", "pods", v) for v in ("list", "watch")),
     ("", "secrets", "delete"),
     *(
         ("rbac.authorization.k8s.io", r, v)
