@@ -98,18 +98,19 @@ def _reason(message: str | None) -> str:
     return (message or "").split(":", 1)[0]
 
 
-def _workers_news(before: dict[str, Any] | None, after: dict[str, Any]) -> Announcement | None:
+def _workers_news(before: dict[str, Any] | None, after: dict[str, Any], troubled: bool) -> Announcement | None:
     """A problem with the workers appearing (or turning into another), and its end; not a model's
-    workers simply starting, nor a crash loop's workers coming and going between back-offs."""
+    workers simply starting. ``troubled``: a problem was shown since they were last available
+    (the fix of a bad image passes through a rollout's WorkersStarting before they are)."""
     if after["status"] == "False" and after["reason"] != WORKERS_STARTING:
         return Announcement("Warning", f"Workers{after['reason']}", after["message"])
     was_problem = before is not None and before.get("status") == "False" and before.get("reason") != WORKERS_STARTING
-    if after["status"] == "True" and was_problem:
+    if after["status"] == "True" and (was_problem or troubled):
         return Announcement("Normal", "WorkersRecovered", after["message"])
     return None
 
 
-def announcements(before: dict[str, Any], after: dict[str, Any]) -> list[Announcement]:
+def announcements(before: dict[str, Any], after: dict[str, Any], troubled: bool = False) -> list[Announcement]:
     """Events worth posting for a status change.
 
     The first status of a new model is no news; a change of state, a new
@@ -131,7 +132,7 @@ def announcements(before: dict[str, Any], after: dict[str, Any]) -> list[Announc
             kind = "Normal" if cond["status"] == "True" else "Warning"
             out.append(Announcement(kind, f"Autoscaling{cond['reason']}", cond["message"]))
         elif cond["type"] == WORKERS:
-            note = _workers_news(old.get(WORKERS), cond)
+            note = _workers_news(old.get(WORKERS), cond, troubled)
             if note is not None:
                 out.append(note)
         elif cond["reason"] in PROBLEM_REASONS:

@@ -161,6 +161,8 @@ class Controller:
         self._revisions: dict[Key, dict[str, int]] = {}
         # Worker pods per AIModel: names of its pods in the pod cache.
         self._pods_of: dict[Key, set[str]] = {}
+        # AIModels whose status has shown a problem with their workers since they were last available.
+        self._troubled: set[Key] = set()
         self._tasks: list[asyncio.Task] = []
         self._gate: asyncio.Event | None = None
         self._begin_task: asyncio.Task | None = None
@@ -182,6 +184,7 @@ class Controller:
         self.queue.add(key)
 
     def _model_gone(self, key: Key) -> None:
+        self._troubled.discard(key)
         self.models.forget(*key)
         self.queue.drop(key)
         self.status_writer.forget(key)
@@ -466,7 +469,13 @@ class Controller:
         if result is Written.STALE:
             await self._refresh(key, model)
         elif result is Written.WRITTEN:
-            self._announce(model, model.get("status") or {}, new)
+            self._announce(model, model.get("status") or {}, new, troubled=key in self._troubled)
+            # Remembered across a rollout's WorkersStarting, so that the recovery is announced too.
+            shown = next((c for c in new["conditions"] if c["type"] == status_mod.WORKERS), None)
+            if shown is not None and shown["status"] == "True":
+                self._troubled.discard(key)
+            elif shown is not None and shown["reason"] != status_mod.WORKERS_STARTING:
+                self._troubled.add(key)
             if answer is not None:
                 self.models.remember(answer)
 
@@ -484,8 +493,8 @@ class Controller:
             # The cache already holds what the API has: try again a little later.
             self.queue.add_rate_limited(key, LOOK_AGAIN_MAX_SECONDS)
 
-    def _announce(self, model: Manifest, before: dict[str, Any], after: dict[str, Any]) -> None:
-        for note in conditions.announcements(before, after):
+    def _announce(self, model: Manifest, before: dict[str, Any], after: dict[str, Any], troubled: bool) -> None:
+        for note in conditions.announcements(before, after, troubled):
             self.recorder.event(model, note.type, note.reason, note.message)
 
 

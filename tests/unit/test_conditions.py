@@ -142,6 +142,10 @@ def test_workers_problems_are_announced_when_they_appear_and_when_they_clear():
     assert conditions.announcements(crashing, st("False", "CrashLoopBackOff", "2/3 workers in CrashLoopBackOff")) == []
     [note] = conditions.announcements(crashing, available)
     assert (note.type, note.reason) == ("Normal", "WorkersRecovered")
+    # A fixed image rolls out: the problem gives way to new workers starting, then available.
+    assert conditions.announcements(crashing, starting, troubled=True) == []
+    [note] = conditions.announcements(starting, available, troubled=True)
+    assert (note.type, note.reason) == ("Normal", "WorkersRecovered")
 
 
 # -- what the caches keep --------------------------------------------------------
