@@ -9,7 +9,9 @@ real process, then measures:
   same API writes take when sent directly (no operator), and their ratio,
 - API writes per new AIModel (Events for humans counted apart),
 - the operator's resident memory with N AIModels,
-- API writes while nothing changes, and after a restart.
+- API writes while nothing changes, and after a restart,
+- the operator's resident memory once every model runs 3 worker pods (its pod cache),
+- the operator's writes per minute for a model whose 3 pods crash-loop.
 """
 
 from __future__ import annotations
@@ -306,6 +308,58 @@ async def latencies(kube: Kube, samples: int) -> dict:
     }
 
 
+async def with_pods(kube: Kube, op: Operator, n: int, replicas: int = 3) -> dict:
+    """Every bulk model scaled to ``replicas`` worker pods (simulated by kwok): memory with the pod cache."""
+    ns = "bench-bulk"
+    ready: set[str] = set()
+
+    def on_model(_type: str, obj: dict) -> bool:
+        status = obj.get("status") or {}
+        if status.get("readyReplicas") == replicas and status.get("observedGeneration") == 2:
+            ready.add(obj["metadata"]["name"])
+        return len(ready) >= n
+
+    start = time.monotonic()
+    watcher = asyncio.create_task(watch_until(kube, AIMODELS, ns, on_model, timeout=900))
+    patch = {"spec": {"replicas": replicas}}
+    await gather_limited(
+        32,
+        (
+            kube.request("PATCH", AIMODELS.path(ns, f"m{i}"), patch, content_type="application/merge-patch+json")
+            for i in range(n)
+        ),
+    )
+    await watcher
+    elapsed = time.monotonic() - start
+    await settle(op)
+    return {"pods": n * replicas, "seconds": elapsed, "rss_mib": op.rss_mib()}
+
+
+async def crash_loop(kube: Kube, op: Operator, seconds: float = 60) -> dict:
+    """Operator writes while one model's 3 pods crash-loop (kwok restarts each every 10 s)."""
+    ns = "bench-crash"
+    await namespace(kube, ns)
+    crashing = model("crash", ns, 3)
+    crashing["spec"]["image"] = "kwok.fault/crashloop:1"
+    await kube.create(AIMODELS, ns, crashing)
+
+    def shown(_type: str, obj: dict) -> bool:
+        conds = (obj.get("status") or {}).get("conditions") or []
+        return any(c["type"] == "WorkersAvailable" and c["message"].startswith("3/3 workers in Crash") for c in conds)
+
+    await watch_until(kube, AIMODELS, ns, shown, timeout=120)
+    await settle(op)
+    restarts_before = await _restarts(kube, ns)
+    writes = await idle_writes(op, seconds)
+    restarts = await _restarts(kube, ns) - restarts_before
+    return {"seconds": seconds, "pod_restarts": restarts, "writes": sum(writes.values())}
+
+
+async def _restarts(kube: Kube, ns: str) -> int:
+    pods = await kube.request("GET", f"/api/v1/namespaces/{ns}/pods")
+    return sum(cs.get("restartCount", 0) for p in pods["items"] for cs in p["status"].get("containerStatuses") or [])
+
+
 async def idle_writes(op: Operator, seconds: float) -> dict[str, float]:
     """Writes (by method and resource) sent during ``seconds`` in which nothing changes."""
     before = op.metric("aimodel_operator_api_writes_total{")
@@ -342,6 +396,10 @@ async def run(args: argparse.Namespace) -> dict:
             results["restart_reconciled"] = op.reconciled()
             results["restart_writes_10s"] = await idle_writes(op, 10)
             results["restart_rss_mib"] = op.rss_mib()
+            print(f"{args.models} models with 3 worker pods each ...", flush=True)
+            results.update({f"pods_{k}": v for k, v in (await with_pods(kube, op, args.models)).items()})
+            print("a crash-looping model, 60 s ...", flush=True)
+            results.update({f"crash_loop_{k}": v for k, v in (await crash_loop(kube, op)).items()})
         finally:
             op.stop()
         # The same writes without the operator (stopped: it would adopt these models).

@@ -3,7 +3,9 @@
 Starts the local cluster (building it on first use) with KEDA, installs the
 CRD, runs the operator in the background, applies the seed's sample and shows
 what it becomes; then fails it the way a worker pod would and heals it with a
-spec change. Everything keeps running afterwards for exploration.
+spec change; makes its workers crash-loop and heals them; and runs the
+autoscaling loop (requests queued on Pulsar, KEDA, the HPA, a drain).
+Everything keeps running afterwards for exploration.
 """
 
 from __future__ import annotations
@@ -104,6 +106,48 @@ def report_as_worker(cluster: Cluster, name: str, reason: str, message: str) -> 
         flush=True,
     )
     subprocess.run([str(Path(sys.executable).parent / "aimodel-report"), reason, message], env=run_env, check=True)
+
+
+def workers_condition(cluster: Cluster, name: str) -> str:
+    return aimodel_field(cluster, name, '.status.conditions[?(@.type=="WorkersAvailable")].reason')
+
+
+def worker_health(cluster: Cluster) -> None:
+    step("Workers that crash-loop: the AIModel says why (kwok plays a worker that reports and exits 1)")
+    show(
+        cluster,
+        "patch",
+        "aimodel",
+        "ai-model-sample",
+        "--type=merge",
+        "-p",
+        '{"spec":{"model":"not-found-model","image":"kwok.fault/crashloop:1"}}',
+    )
+    wait("a crash loop", lambda: workers_condition(cluster, "ai-model-sample") == "CrashLoopBackOff")
+    show(cluster, "get", "pods", "-l", "model.youxam.com/aimodel=ai-model-sample")
+    show(cluster, "get", "aimodel", "ai-model-sample", "-o", "wide")
+    describe = cluster.kubectl("describe", "aimodel", "ai-model-sample")
+    print("$ kubectl describe aimodel ai-model-sample   # (its conditions and events)")
+    print(describe[describe.index("  Conditions:") :], end="", flush=True)
+
+    step("A working image: the workers recover, and the AIModel says so")
+    show(
+        cluster,
+        "patch",
+        "aimodel",
+        "ai-model-sample",
+        "--type=merge",
+        "-p",
+        '{"spec":{"model":"TinyLlama-1.1B","image":"user/image:tag"}}',
+    )
+    wait("WorkersAvailable", lambda: workers_condition(cluster, "ai-model-sample") == "WorkersAvailable")
+    show(cluster, "get", "aimodel", "ai-model-sample", "-o", "wide")
+    show(
+        cluster,
+        "get",
+        "events",
+        "--field-selector=involvedObject.name=ai-model-sample,reason=WorkersRecovered",
+    )
 
 
 KEDA_SAMPLE = "ai-model-keda-sample"
@@ -214,6 +258,8 @@ def main() -> None:
     show(cluster, "patch", "aimodel", "ai-model-sample", "--type=merge", "-p", '{"spec":{"maxProcessNum":128}}')
     wait("state Running", lambda: aimodel_field(cluster, "ai-model-sample", ".status.state") == "Running")
     show(cluster, "get", "aimodel")
+
+    worker_health(cluster)
 
     admin = cluster.fact("pulsar_admin_url")
     autoscaling_loop(cluster, admin)

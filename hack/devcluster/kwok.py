@@ -202,8 +202,9 @@ def nodes_manifest(count: int) -> str:
                 "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
             },
             "status": {
-                "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "250"},
-                "capacity": {"cpu": "32", "memory": "256Gi", "pods": "250"},
+                # Room for the benchmark's 1000 models x 3 workers (kwok's pods cost nothing).
+                "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "2000"},
+                "capacity": {"cpu": "32", "memory": "256Gi", "pods": "2000"},
             },
         }
         for i in range(count)

@@ -188,3 +188,31 @@ async def test_a_late_deletion_of_a_predecessor_keeps_its_successor():
     await run_until(informer, lambda: api.blocked.is_set())
     assert informer.get("ns", "a")["metadata"]["resourceVersion"] == "9"
     assert seen == []
+
+
+async def test_a_change_the_transform_drops_is_stored_but_not_reported():
+    """A pod's new resourceVersion with nothing the operator keeps changed wakes nobody."""
+
+    def keep_phase(o):
+        return {"metadata": {"name": o["metadata"]["name"], "namespace": "ns"}, "phase": o.get("phase")}
+
+    def pod(rv, phase):
+        return {**obj("p", rv), "phase": phase}
+
+    api = ScriptedApi(
+        [([pod(1, "Running")], 1)],
+        watches=[
+            [
+                {"type": "MODIFIED", "object": pod(2, "Running")},  # e.g. a heartbeat timestamp
+                {"type": "MODIFIED", "object": pod(3, "Failed")},
+                {"type": "MODIFIED", "object": pod(4, "Failed")},
+            ],
+            None,
+        ],
+    )
+    seen = []
+    informer = Informer(api, THINGS, lambda kind, o: seen.append((kind, o["metadata"]["resourceVersion"])), keep_phase)
+    await run_until(informer, lambda: api.blocked.is_set())
+    assert seen == [("ADDED", "1"), ("MODIFIED", "3")]
+    assert informer.get("ns", "p")["phase"] == "Failed"
+    assert informer.store[("ns", "p")][0] == 4  # the newest version is known: older events stay stale
