@@ -98,6 +98,28 @@ def _reason(message: str | None) -> str:
     return (message or "").split(":", 1)[0]
 
 
+def troubles(after: dict[str, Any], troubled: frozenset[str]) -> frozenset[str]:
+    """The condition types that have shown a problem since they were last good, after status ``after``.
+
+    Kept by the controller between writes: the fix of a problem usually passes through a rollout
+    (Ready RollingOut, WorkersAvailable WorkersStarting) before all is well, and the recovery is
+    announced all the same.
+    """
+    out = set(troubled)
+    for cond in after["conditions"]:
+        if cond["type"] == WORKERS:
+            problem = cond["status"] == "False" and cond["reason"] != WORKERS_STARTING
+        elif cond["type"] == READY:
+            problem = cond["reason"] in PROBLEM_REASONS
+        else:
+            continue
+        if cond["status"] == "True":
+            out.discard(cond["type"])
+        elif problem:
+            out.add(cond["type"])
+    return frozenset(out)
+
+
 def _workers_news(before: dict[str, Any] | None, after: dict[str, Any], troubled: bool) -> Announcement | None:
     """A problem with the workers appearing (or turning into another), and its end; not a model's
     workers simply starting. ``troubled``: a problem was shown since they were last available
@@ -110,11 +132,14 @@ def _workers_news(before: dict[str, Any] | None, after: dict[str, Any], troubled
     return None
 
 
-def announcements(before: dict[str, Any], after: dict[str, Any], troubled: bool = False) -> list[Announcement]:
+def announcements(
+    before: dict[str, Any], after: dict[str, Any], troubled: frozenset[str] = frozenset()
+) -> list[Announcement]:
     """Events worth posting for a status change.
 
     The first status of a new model is no news; a change of state, a new
-    error, a change of KEDA's view and a new problem found by the operator are.
+    error, a change of KEDA's view, a new problem found by the operator, and
+    the end of a problem (``troubled``: see ``troubles``) are.
     """
     out = []
     new_state = before.get("state") not in (None, after["state"])
@@ -132,10 +157,14 @@ def announcements(before: dict[str, Any], after: dict[str, Any], troubled: bool 
             kind = "Normal" if cond["status"] == "True" else "Warning"
             out.append(Announcement(kind, f"Autoscaling{cond['reason']}", cond["message"]))
         elif cond["type"] == WORKERS:
-            note = _workers_news(old.get(WORKERS), cond, troubled)
+            note = _workers_news(old.get(WORKERS), cond, WORKERS in troubled)
             if note is not None:
                 out.append(note)
         elif cond["reason"] in PROBLEM_REASONS:
             # What the operator refuses to do, or cannot, is said where users look.
             out.append(Announcement("Warning", cond["reason"], cond["message"]))
+        elif cond["type"] == READY and cond["status"] == "True":
+            was = (old.get(READY) or {}).get("reason")
+            if was in PROBLEM_REASONS or READY in troubled:
+                out.append(Announcement("Normal", "ProblemResolved", f"resolved: {cond['message']}"))
     return out

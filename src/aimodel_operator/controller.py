@@ -161,8 +161,8 @@ class Controller:
         self._revisions: dict[Key, dict[str, int]] = {}
         # Worker pods per AIModel: names of its pods in the pod cache.
         self._pods_of: dict[Key, set[str]] = {}
-        # AIModels whose status has shown a problem with their workers since they were last available.
-        self._troubled: set[Key] = set()
+        # Per AIModel, the condition types whose problem its status has shown since they were last good.
+        self._troubled: dict[Key, frozenset[str]] = {}
         self._tasks: list[asyncio.Task] = []
         self._gate: asyncio.Event | None = None
         self._begin_task: asyncio.Task | None = None
@@ -184,7 +184,7 @@ class Controller:
         self.queue.add(key)
 
     def _model_gone(self, key: Key) -> None:
-        self._troubled.discard(key)
+        self._troubled.pop(key, None)
         self.models.forget(*key)
         self.queue.drop(key)
         self.status_writer.forget(key)
@@ -469,13 +469,14 @@ class Controller:
         if result is Written.STALE:
             await self._refresh(key, model)
         elif result is Written.WRITTEN:
-            self._announce(model, model.get("status") or {}, new, troubled=key in self._troubled)
-            # Remembered across a rollout's WorkersStarting, so that the recovery is announced too.
-            shown = next((c for c in new["conditions"] if c["type"] == status_mod.WORKERS), None)
-            if shown is not None and shown["status"] == "True":
-                self._troubled.discard(key)
-            elif shown is not None and shown["reason"] != status_mod.WORKERS_STARTING:
-                self._troubled.add(key)
+            troubled = self._troubled.get(key, frozenset())
+            self._announce(model, model.get("status") or {}, new, troubled)
+            # Remembered across a rollout, so that the end of a problem is announced too.
+            troubled = conditions.troubles(new, troubled)
+            if troubled:
+                self._troubled[key] = troubled
+            else:
+                self._troubled.pop(key, None)
             if answer is not None:
                 self.models.remember(answer)
 
@@ -493,7 +494,9 @@ class Controller:
             # The cache already holds what the API has: try again a little later.
             self.queue.add_rate_limited(key, LOOK_AGAIN_MAX_SECONDS)
 
-    def _announce(self, model: Manifest, before: dict[str, Any], after: dict[str, Any], troubled: bool) -> None:
+    def _announce(
+        self, model: Manifest, before: dict[str, Any], after: dict[str, Any], troubled: frozenset[str]
+    ) -> None:
         for note in conditions.announcements(before, after, troubled):
             self.recorder.event(model, note.type, note.reason, note.message)
 

@@ -208,6 +208,13 @@ def test_missing_api_key_secret_is_reported_then_found(operator, k):
     k("patch", "aimodel", "ai-model-sample", "--type=merge", "-p", '{"spec":{"apiKeySecretRef":{"name":"later2"}}}')
     k("wait", "--for=condition=Ready", "aimodel/ai-model-sample", "--timeout=60s")
     assert status(k)["message"] == "Deployment ai-model-sample-deployment is up to date"
+    wait_for(
+        "an Event saying the problem is resolved",
+        lambda: any(
+            e["reason"] == "ProblemResolved"
+            for e in k.json("get", "events", "--field-selector=involvedObject.name=ai-model-sample")["items"]
+        ),
+    )
 
 
 REFUSALS = [

@@ -128,3 +128,4 @@ def test_a_deployment_refused_by_a_resource_quota(operator, k, namespace):
     k("patch", "resourcequota", "pods", "--type=merge", "-p", '{"spec":{"hard":{"pods":"5"}}}')
     cond = workers_reason(k, "WorkersAvailable", timeout=120)
     assert cond["message"] == "2/2 workers available"
+    wait_for("a WorkersRecovered Event", lambda: any(r == "WorkersRecovered" for _, r, _ in events(k)))

@@ -143,9 +143,26 @@ def test_workers_problems_are_announced_when_they_appear_and_when_they_clear():
     [note] = conditions.announcements(crashing, available)
     assert (note.type, note.reason) == ("Normal", "WorkersRecovered")
     # A fixed image rolls out: the problem gives way to new workers starting, then available.
-    assert conditions.announcements(crashing, starting, troubled=True) == []
-    [note] = conditions.announcements(starting, available, troubled=True)
+    troubled = conditions.troubles(crashing, frozenset())
+    assert troubled == {"WorkersAvailable"}
+    assert conditions.announcements(crashing, starting, troubled) == []
+    troubled = conditions.troubles(starting, troubled)
+    [note] = conditions.announcements(starting, available, troubled)
     assert (note.type, note.reason) == ("Normal", "WorkersRecovered")
+    assert conditions.troubles(available, troubled) == frozenset()
+
+
+def test_the_end_of_a_problem_the_operator_found_is_announced_after_the_rollout_that_fixes_it():
+    missing = _status("Running", "m", ("Ready", "False", "APIKeySecretNotFound", 'Secret "s" does not exist'))
+    rolling = _status("Running", "m", ("Ready", "False", "RollingOut", "0/1 workers ready; rolling out"))
+    ready = _status("Running", "m", ("Ready", "True", "WorkersReady", "1/1 workers ready"))
+    troubled = conditions.troubles(missing, frozenset())
+    assert conditions.announcements(missing, rolling, troubled) == []
+    troubled = conditions.troubles(rolling, troubled)
+    [note] = conditions.announcements(rolling, ready, troubled)
+    assert (note.type, note.reason, note.message) == ("Normal", "ProblemResolved", "resolved: 1/1 workers ready")
+    # A model that was never in trouble: Ready turning True is no news.
+    assert conditions.announcements(rolling, ready, frozenset()) == []
 
 
 # -- what the caches keep --------------------------------------------------------
