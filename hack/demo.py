@@ -108,21 +108,17 @@ def report_as_worker(cluster: Cluster, name: str, reason: str, message: str) -> 
     subprocess.run([str(Path(sys.executable).parent / "aimodel-report"), reason, message], env=run_env, check=True)
 
 
+def patch_model(cluster: Cluster, name: str, patch: str) -> None:
+    show(cluster, "patch", "aimodel", name, "--type=merge", "-p", patch)
+
+
 def workers_condition(cluster: Cluster, name: str) -> str:
     return aimodel_field(cluster, name, '.status.conditions[?(@.type=="WorkersAvailable")].reason')
 
 
 def worker_health(cluster: Cluster) -> None:
     step("Workers that crash-loop: the AIModel says why (kwok plays a worker that reports and exits 1)")
-    show(
-        cluster,
-        "patch",
-        "aimodel",
-        "ai-model-sample",
-        "--type=merge",
-        "-p",
-        '{"spec":{"model":"not-found-model","image":"kwok.fault/crashloop:1"}}',
-    )
+    patch_model(cluster, "ai-model-sample", '{"spec":{"model":"not-found-model","image":"kwok.fault/crashloop:1"}}')
     wait("a crash loop", lambda: workers_condition(cluster, "ai-model-sample") == "CrashLoopBackOff")
     show(cluster, "get", "pods", "-l", "model.youxam.com/aimodel=ai-model-sample")
     show(cluster, "get", "aimodel", "ai-model-sample", "-o", "wide")
@@ -131,15 +127,7 @@ def worker_health(cluster: Cluster) -> None:
     print(describe[describe.index("  Conditions:") :], end="", flush=True)
 
     step("A working image: the workers recover, and the AIModel says so")
-    show(
-        cluster,
-        "patch",
-        "aimodel",
-        "ai-model-sample",
-        "--type=merge",
-        "-p",
-        '{"spec":{"model":"TinyLlama-1.1B","image":"user/image:tag"}}',
-    )
+    patch_model(cluster, "ai-model-sample", '{"spec":{"model":"TinyLlama-1.1B","image":"user/image:tag"}}')
     wait("WorkersAvailable", lambda: workers_condition(cluster, "ai-model-sample") == "WorkersAvailable")
     show(cluster, "get", "aimodel", "ai-model-sample", "-o", "wide")
     show(
@@ -190,14 +178,8 @@ def autoscaling_loop(cluster: Cluster, admin: str) -> None:
     pulsar.subscribe(admin, topic, subscription)
     show(cluster, "apply", "-f", str(REPO / "config" / "samples" / "model_v1alpha1_aimodel_keda.yaml"))
     # Short knobs so the demo takes seconds: KEDA polls every 2 s, the HPA removes workers without waiting.
-    show(
-        cluster,
-        "patch",
-        "aimodel",
-        KEDA_SAMPLE,
-        "--type=merge",
-        "-p",
-        '{"spec":{"maxReplicas":6,"pollingInterval":2,"scaleDownStabilizationWindowSeconds":0}}',
+    patch_model(
+        cluster, KEDA_SAMPLE, '{"spec":{"maxReplicas":6,"pollingInterval":2,"scaleDownStabilizationWindowSeconds":0}}'
     )
     wait("KEDA's HPA", lambda: hpa_targets(cluster) not in ("-", "<unknown>/2 (avg)"))
     snapshot("idle")
