@@ -210,7 +210,17 @@ def worker_env(model: Manifest, settings: Settings) -> list[dict[str, Any]]:
     ]
 
 
-def deployment(model: Manifest, settings: Settings, caps: Capabilities) -> Manifest:
+def secret_hash(model: Manifest, settings: Settings, ref_hash: str | None = None) -> str:
+    """What the workers' pods were started with, of what only a Secret carries: the owned Secret's
+    data, and ``ref_hash`` (a hash of the value behind apiKeySecretRef). A change rolls the pods,
+    which read their env only at start. Without a reference the hash is what it always was."""
+    hashed: dict[str, str] = dict(secret_data(model, settings))
+    if ref_hash:
+        hashed["apiKeySecretRef"] = ref_hash
+    return content_hash(hashed)
+
+
+def deployment(model: Manifest, settings: Settings, caps: Capabilities, ref_hash: str | None = None) -> Manifest:
     meta = model["metadata"]
     name = meta["name"]
     spec = spec_of(model)
@@ -223,7 +233,7 @@ def deployment(model: Manifest, settings: Settings, caps: Capabilities) -> Manif
                 "metadata": {
                     "labels": pod_labels,
                     # Pods read the key from the Secret only at start: roll them when it changes.
-                    "annotations": {ANNOTATION_SECRET_HASH: content_hash(secret_data(model, settings))},
+                    "annotations": {ANNOTATION_SECRET_HASH: secret_hash(model, settings, ref_hash)},
                 },
                 "spec": {
                     "serviceAccountName": service_account_name(name),
@@ -285,13 +295,16 @@ def trigger_authentication(model: Manifest) -> Manifest:
     return _child(model, KEDA_API_VERSION, "TriggerAuthentication", trigger_auth_name(name), body)
 
 
-def children(model: Manifest, settings: Settings, caps: Capabilities) -> list[Manifest]:
-    """Every child the AIModel should have right now, in the order they are best created."""
+def children(model: Manifest, settings: Settings, caps: Capabilities, ref_hash: str | None = None) -> list[Manifest]:
+    """Every child the AIModel should have right now, in the order they are best created.
+
+    ``ref_hash``: a hash of the API key behind ``apiKeySecretRef`` (None when unknown).
+    """
     out = [service_account(model), role(model), role_binding(model)]
     # An empty Secret would only be one more object to write and keep.
     if secret_data(model, settings):
         out.append(secret(model, settings))
-    out.append(deployment(model, settings, caps))
+    out.append(deployment(model, settings, caps, ref_hash))
     if autoscaled(model, settings, caps):
         if settings.pulsar_token:
             out.append(trigger_authentication(model))

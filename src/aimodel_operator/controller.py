@@ -18,6 +18,7 @@ from typing import Any
 
 from . import builders, conditions, metrics
 from . import status as status_mod
+from .api import DEFAULT_API_KEY_SECRET_KEY
 from .builders import Capabilities, Manifest
 from .children import ChildApplier
 from .informer import Informer, Key, owner_key, strip
@@ -84,8 +85,13 @@ def _keep_secret(obj: Manifest) -> Manifest:
         "metadata": {
             k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "ownerReferences") if k in meta
         },
-        "keys": {k: hashlib.sha256(v.encode()).hexdigest()[:16] for k, v in (obj.get("data") or {}).items()},
+        "keys": {k: secret_value_hash(v) for k, v in (obj.get("data") or {}).items()},
     }
+
+
+def secret_value_hash(value: str) -> str:
+    """What the operator keeps of a value in someone else's Secret: enough to see it change."""
+    return hashlib.sha256(value.encode()).hexdigest()[:16]
 
 
 def _keep_replica_set(obj: Manifest) -> Manifest:
@@ -402,7 +408,10 @@ class Controller:
         model = self.models.get(*key)
         if model is None or model["metadata"].get("deletionTimestamp"):
             return
-        desired = builders.children(model, self.settings, self.caps)
+        ref_hash = self._ref_hash(model)
+        desired = builders.children(model, self.settings, self.caps, ref_hash)
+        if ref_hash is None and builders.spec_of(model).get("apiKeySecretRef"):
+            self._keep_started_hash(model, desired)
         outcome = await self.applier.apply_all(model, desired)
         removed: list[str] = []
         if outcome.complete:
@@ -424,6 +433,40 @@ class Controller:
             # Nothing tells us when a stranger's object goes away (it is not in our caches), nor
             # when garbage collection is done with a namesake's: look again, with growing pauses.
             raise LookAgain("; ".join(outcome.conflicts) or "a child is held by a deleted namesake")
+
+    def _ref_hash(self, model: Manifest) -> str | None:
+        """A hash of the value behind ``apiKeySecretRef``, so that a rotated key rolls the workers.
+
+        None without a reference, or while the Secret or its key is missing (see _keep_started_hash).
+        """
+        ref = builders.spec_of(model).get("apiKeySecretRef")
+        if not ref:
+            return None
+        ns = model["metadata"]["namespace"]
+        secret = self.children[SECRETS.kind].get(ns, ref["name"])
+        key = ref.get("key", DEFAULT_API_KEY_SECRET_KEY)
+        if secret is not None:
+            if "keys" in secret:
+                value = secret["keys"].get(key)
+            else:  # one of our own Secrets, kept whole
+                raw = (secret.get("data") or {}).get(key)
+                value = None if raw is None else secret_value_hash(raw)
+            return value
+        return None
+
+    def _keep_started_hash(self, model: Manifest, desired: list[Manifest]) -> None:
+        """While the referenced key is missing, the workers keep running on the key they started
+        with: new pods could not start, so they are not rolled onto a missing one."""
+        meta = model["metadata"]
+        current = self.children[DEPLOYMENTS.kind].get(meta["namespace"], builders.deployment_name(meta["name"]))
+        if current is None or not _ours(current, meta["uid"]):
+            return
+        started = ((current["spec"]["template"].get("metadata") or {}).get("annotations") or {}).get(
+            builders.ANNOTATION_SECRET_HASH
+        )
+        for child in desired:
+            if child["kind"] == "Deployment" and started:
+                child["spec"]["template"]["metadata"]["annotations"][builders.ANNOTATION_SECRET_HASH] = started
 
     def _secret_keys(self, model: Manifest) -> frozenset[str] | None:
         ref = builders.spec_of(model).get("apiKeySecretRef")

@@ -658,3 +658,15 @@ def test_spec_of_fills_defaults():
     m = model({"type": "local", "model": "m", "image": "i"})
     assert builders.spec_of(m) == {"type": "local", "model": "m", "image": "i", "replicas": 1, "maxProcessNum": 128}
     assert builders.spec_of(local())["replicas"] == 3
+
+
+def test_a_rotated_key_behind_api_key_secret_ref_rolls_the_workers():
+    def pod_hash(ref_hash):
+        dep = builders.deployment(local(), Settings(), NO_KEDA, ref_hash)
+        return dep["spec"]["template"]["metadata"]["annotations"][builders.ANNOTATION_SECRET_HASH]
+
+    # Without a reference: the hash the Deployments of existing models already carry.
+    assert pod_hash(None) == builders.content_hash(builders.secret_data(local(), Settings()))
+    assert pod_hash("aaaa") != pod_hash(None)
+    assert pod_hash("aaaa") != pod_hash("bbbb")
+    assert pod_hash("aaaa") == pod_hash("aaaa")
