@@ -220,7 +220,15 @@ def secret_hash(model: Manifest, settings: Settings, ref_hash: str | None = None
     return content_hash(hashed)
 
 
-def deployment(model: Manifest, settings: Settings, caps: Capabilities, ref_hash: str | None = None) -> Manifest:
+def deployment(
+    model: Manifest,
+    settings: Settings,
+    caps: Capabilities,
+    ref_hash: str | None = None,
+    started_hash: str | None = None,
+) -> Manifest:
+    """The workers' Deployment. ``started_hash``, when given, is the secret hash the pods keep
+    (their key is missing: they are not rolled onto nothing)."""
     meta = model["metadata"]
     name = meta["name"]
     spec = spec_of(model)
@@ -233,7 +241,7 @@ def deployment(model: Manifest, settings: Settings, caps: Capabilities, ref_hash
                 "metadata": {
                     "labels": pod_labels,
                     # Pods read the key from the Secret only at start: roll them when it changes.
-                    "annotations": {ANNOTATION_SECRET_HASH: secret_hash(model, settings, ref_hash)},
+                    "annotations": {ANNOTATION_SECRET_HASH: started_hash or secret_hash(model, settings, ref_hash)},
                 },
                 "spec": {
                     "serviceAccountName": service_account_name(name),
@@ -295,16 +303,23 @@ def trigger_authentication(model: Manifest) -> Manifest:
     return _child(model, KEDA_API_VERSION, "TriggerAuthentication", trigger_auth_name(name), body)
 
 
-def children(model: Manifest, settings: Settings, caps: Capabilities, ref_hash: str | None = None) -> list[Manifest]:
+def children(
+    model: Manifest,
+    settings: Settings,
+    caps: Capabilities,
+    ref_hash: str | None = None,
+    started_hash: str | None = None,
+) -> list[Manifest]:
     """Every child the AIModel should have right now, in the order they are best created.
 
-    ``ref_hash``: a hash of the API key behind ``apiKeySecretRef`` (None when unknown).
+    ``ref_hash``: a hash of the API key behind ``apiKeySecretRef`` (None when unknown);
+    ``started_hash``: see ``deployment``.
     """
     out = [service_account(model), role(model), role_binding(model)]
     # An empty Secret would only be one more object to write and keep.
     if secret_data(model, settings):
         out.append(secret(model, settings))
-    out.append(deployment(model, settings, caps, ref_hash))
+    out.append(deployment(model, settings, caps, ref_hash, started_hash))
     if autoscaled(model, settings, caps):
         if settings.pulsar_token:
             out.append(trigger_authentication(model))

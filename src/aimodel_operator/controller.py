@@ -409,9 +409,10 @@ class Controller:
         if model is None or model["metadata"].get("deletionTimestamp"):
             return
         ref_hash = self._ref_hash(model)
-        desired = builders.children(model, self.settings, self.caps, ref_hash)
+        started = None
         if ref_hash is None and builders.spec_of(model).get("apiKeySecretRef"):
-            self._keep_started_hash(model, desired)
+            started = self._started_hash(model)
+        desired = builders.children(model, self.settings, self.caps, ref_hash, started)
         outcome = await self.applier.apply_all(model, desired)
         removed: list[str] = []
         if outcome.complete:
@@ -454,19 +455,15 @@ class Controller:
             return value
         return None
 
-    def _keep_started_hash(self, model: Manifest, desired: list[Manifest]) -> None:
-        """While the referenced key is missing, the workers keep running on the key they started
-        with: new pods could not start, so they are not rolled onto a missing one."""
+    def _started_hash(self, model: Manifest) -> str | None:
+        """The secret hash the workers' pods were started with. While the referenced key is missing
+        they keep running on the key they have: new pods could not start, so none are rolled."""
         meta = model["metadata"]
         current = self.children[DEPLOYMENTS.kind].get(meta["namespace"], builders.deployment_name(meta["name"]))
         if current is None or not _ours(current, meta["uid"]):
-            return
-        started = ((current["spec"]["template"].get("metadata") or {}).get("annotations") or {}).get(
-            builders.ANNOTATION_SECRET_HASH
-        )
-        for child in desired:
-            if child["kind"] == "Deployment" and started:
-                child["spec"]["template"]["metadata"]["annotations"][builders.ANNOTATION_SECRET_HASH] = started
+            return None
+        annotations = (current["spec"]["template"].get("metadata") or {}).get("annotations") or {}
+        return annotations.get(builders.ANNOTATION_SECRET_HASH)
 
     def _secret_keys(self, model: Manifest) -> frozenset[str] | None:
         ref = builders.spec_of(model).get("apiKeySecretRef")

@@ -670,3 +670,7 @@ def test_a_rotated_key_behind_api_key_secret_ref_rolls_the_workers():
     assert pod_hash("aaaa") != pod_hash(None)
     assert pod_hash("aaaa") != pod_hash("bbbb")
     assert pod_hash("aaaa") == pod_hash("aaaa")
+    # While the key is missing, the hash the pods were started with is kept, in the desired state
+    # itself (so that the Deployment is not rewritten for nothing).
+    kept = builders.deployment(local(), Settings(), NO_KEDA, None, started_hash="started")
+    assert kept["spec"]["template"]["metadata"]["annotations"][builders.ANNOTATION_SECRET_HASH] == "started"
