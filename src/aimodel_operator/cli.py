@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import signal
 import socket
 import sys
@@ -42,10 +43,31 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds without a byte (not even a bookmark) after which a watch is taken for dead and "
         "watched again (0: never)",
     )
+    run.add_argument(
+        "--namespaces",
+        type=namespace_list,
+        default=os.environ.get("WATCH_NAMESPACES", ""),
+        help="comma-separated namespaces to watch, e.g. team-a,team-b (env WATCH_NAMESPACES); "
+        "every kind, Secrets included, is read only there, so namespaced Roles suffice. Default: all",
+    )
     run.add_argument("--log-format", choices=["plain", "json"], default="plain")
     run.add_argument("--verbose", action="store_true")
     sub.add_parser("crd", help="print the AIModel CustomResourceDefinition as YAML")
     return parser
+
+
+def namespace_list(text: str) -> tuple[str, ...]:
+    """``a, b,a`` -> ("a", "b"); a name that cannot be a namespace is refused, naming it."""
+    names: list[str] = []
+    for raw in text.split(","):
+        name = raw.strip()
+        if not name:
+            continue
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", name):
+            raise argparse.ArgumentTypeError(f"{name!r} is not a namespace name")
+        if name not in names:
+            names.append(name)
+    return tuple(names)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,6 +97,7 @@ async def _run(args: argparse.Namespace) -> int:
 
     log = logging.getLogger("aimodel_operator")
     instance = os.environ.get("POD_NAME") or socket.gethostname()
+    log.info("watching namespaces=%s", ",".join(args.namespaces) or "(all)")
     stop = asyncio.Event()
     exit_code = 0
 
@@ -124,6 +147,7 @@ async def _run(args: argparse.Namespace) -> int:
         workers=args.workers,
         resync=args.resync,
         watch_idle=args.watch_idle_timeout or None,
+        namespaces=args.namespaces,
     )
     if elector is not None and lease_kube is not None:
         elector.start(lease_kube)

@@ -10,6 +10,7 @@ through the same informer machinery (informer.py).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import time
@@ -37,8 +38,10 @@ from .kube import (
     ApiError,
     Kube,
     NotLeading,
+    Resource,
 )
 from .recorder import Recorder
+from .scoped import Scoped
 from .settings import FIELD_MANAGER, Settings
 from .statuswriter import AIMODELS, StatusWriter, Written
 from .workers import deployment_problems, keep_pod, summarize
@@ -123,8 +126,11 @@ class Controller:
         workers: int = 32,
         resync: float = 300,
         watch_idle: float | None = 90.0,
+        namespaces: tuple[str, ...] = (),
     ) -> None:
+        """``namespaces``: watch only these (every kind, Secrets included); empty: all of them."""
         self.kube = kube
+        self.namespaces = namespaces
         self.settings = settings
         self.workers = workers
         self.resync = resync
@@ -132,31 +138,26 @@ class Controller:
         self.intake = Intake(self.queue.add, known=lambda key: key in self.models)
         self.recorder = Recorder(kube, instance)
         # Optional like KEDA's kinds: an operator started before its CRD serves AIModels once it is installed.
-        self.models = Informer(kube, AIMODELS, self._model_event, strip, optional=True, idle=watch_idle)
-        self.children: dict[str, Informer] = {
-            res.kind: Informer(
-                kube,
+        informer = functools.partial(self._informer, kube, watch_idle)
+        self.models = informer(AIMODELS, self._model_event, strip, optional=True)
+        self.children: dict[str, Informer | Scoped] = {
+            res.kind: informer(
                 res,
                 self._child_event,
                 _keep_deployment if res is DEPLOYMENTS else strip,
                 optional=res in KEDA_RESOURCES,
-                idle=watch_idle,
                 labelSelector=MANAGED,
             )
             for res in (*LABELLED_CHILDREN, *KEDA_RESOURCES)
         }
         # Every Secret: our own whole, the others (apiKeySecretRef targets) by their keys only.
-        self.children[SECRETS.kind] = Informer(kube, SECRETS, self._secret_event, _keep_secret, idle=watch_idle)
+        self.children[SECRETS.kind] = informer(SECRETS, self._secret_event, _keep_secret)
         self.children[SCALED_OBJECTS.kind].on_availability = self._keda_availability
-        self.replica_sets = Informer(
-            kube, REPLICA_SETS, self._replica_set_event, _keep_replica_set, idle=watch_idle, labelSelector=MANAGED
-        )
+        self.replica_sets = informer(REPLICA_SETS, self._replica_set_event, _keep_replica_set, labelSelector=MANAGED)
         # Worker pods, in a tiny form: what the WorkersAvailable condition needs.
-        self.pods = Informer(kube, PODS, self._pod_event, keep_pod, idle=watch_idle, labelSelector=MANAGED)
+        self.pods = informer(PODS, self._pod_event, keep_pod, labelSelector=MANAGED)
         # Events are not cached: a report only needs its resourceVersion, which the intake keeps.
-        self.events = Informer(
-            kube, EVENTS, self.intake.handle, tiny, keep=False, idle=watch_idle, fieldSelector=FIELD_SELECTOR
-        )
+        self.events = informer(EVENTS, self.intake.handle, tiny, keep=False, fieldSelector=FIELD_SELECTOR)
         self.applier = ChildApplier(kube, self.children)
         self.status_writer = StatusWriter(kube, self.queue.add_after)
         self.synced = asyncio.Event()
@@ -173,8 +174,18 @@ class Controller:
         self._gate: asyncio.Event | None = None
         self._begin_task: asyncio.Task | None = None
 
+    def _informer(
+        self, kube: Kube, idle: float | None, res: Resource, handler: Any, transform: Any, **options: Any
+    ) -> Informer | Scoped:
+        """An informer of ``res`` over every namespace, or one per watched namespace read as one."""
+        if not self.namespaces:
+            return Informer(kube, res, handler, transform, idle=idle, **options)
+        return Scoped(
+            lambda ns: Informer(kube, res, handler, transform, idle=idle, namespace=ns, **options), self.namespaces
+        )
+
     @property
-    def informers(self) -> list[Informer]:
+    def informers(self) -> list[Informer | Scoped]:
         return [self.models, *self.children.values(), self.replica_sets, self.pods, self.events]
 
     # -- inputs ------------------------------------------------------------------

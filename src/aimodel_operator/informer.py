@@ -59,6 +59,7 @@ class Informer:
         keep: bool = True,
         idle: float | None = 90.0,
         page_size: int = 500,
+        namespace: str | None = None,
         **selectors: str,
     ) -> None:
         self.kube = kube
@@ -66,6 +67,8 @@ class Informer:
         self.handler = handler
         self.transform = transform
         self.selectors = selectors
+        # One namespace only (scoped.py puts several together); None: all of them.
+        self.namespace = namespace
         self.absent_retry = absent_retry
         # An optional kind (KEDA's) may be missing from the API, or forbidden to us.
         self.optional = optional
@@ -240,7 +243,9 @@ class Informer:
         """
         seen: set[Key] = set()
         rv = ""
-        async for page in self.kube.list(self.resource, limit=self.page_size, **self.selectors):
+        async for page in self.kube.list(
+            self.resource, limit=self.page_size, namespace=self.namespace, **self.selectors
+        ):
             rv = page["metadata"]["resourceVersion"]
             for item in page.get("items") or []:
                 item.setdefault("apiVersion", self.resource.api_version)
@@ -268,7 +273,12 @@ class Informer:
         while True:
             try:
                 async for event in self.kube.watch(
-                    self.resource, rv, idle=self.idle, opened=self.current.set, **self.selectors
+                    self.resource,
+                    rv,
+                    namespace=self.namespace,
+                    idle=self.idle,
+                    opened=self.current.set,
+                    **self.selectors,
                 ):
                     kind, obj = event.get("type"), event.get("object") or {}
                     if kind == "ERROR":

@@ -258,14 +258,16 @@ class Kube:
     async def create(self, res: Resource, namespace: str | None, obj: Manifest) -> Manifest:
         return await self.request("POST", res.path(namespace), body=obj)
 
-    async def list(self, res: Resource, limit: int = 500, **query: str) -> AsyncIterator[Manifest]:
+    async def list(
+        self, res: Resource, limit: int = 500, namespace: str | None = None, **query: str
+    ) -> AsyncIterator[Manifest]:
         """The pages of a list, ``limit`` objects each: memory stays bounded however many there are."""
         token = ""
         while True:
             params = {**query, "limit": str(limit)}
             if token:
                 params["continue"] = token
-            page = await self.request("GET", res.path(), query=params, timeout=120)
+            page = await self.request("GET", res.path(namespace), query=params, timeout=120)
             yield page
             token = (page.get("metadata") or {}).get("continue") or ""
             if not token:

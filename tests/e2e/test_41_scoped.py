@@ -1,0 +1,101 @@
+"""The operator limited to some namespaces (config/scoped: RoleBindings, no ClusterRoleBinding)
+serves models there, cannot even see the others, and may read no Secret outside them."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from kube_helpers import REPO, OperatorProcess, wait_for
+
+SYSTEM_NS = "aimodel-operator-system"
+SA = "aimodel-operator-controller-manager"
+WHO = f"system:serviceaccount:{SYSTEM_NS}:{SA}"
+
+
+def model(name: str) -> dict:
+    return {
+        "apiVersion": "model.youxam.com/v1alpha1",
+        "kind": "AIModel",
+        "metadata": {"name": name},
+        "spec": {"type": "local", "model": "m", "image": "user/image:tag"},
+    }
+
+
+@pytest.fixture
+def other_namespaces(kubectl):
+    """A second watched namespace and one that is not watched."""
+    names = (f"t-scoped-b-{uuid.uuid4().hex[:5]}", f"t-unwatched-{uuid.uuid4().hex[:5]}")
+    for name in names:
+        kubectl("create", "namespace", name)
+    yield names
+    for name in names:
+        kubectl("delete", "namespace", name, "--wait=false")
+
+
+@pytest.fixture
+def scoped_rbac(kubectl, crds_installed, namespace, other_namespaces):
+    """config/scoped applied, its two namespaces being this test's and a second one."""
+    rendered = kubectl("kustomize", str(REPO / "config" / "scoped"))
+    assert "kind: ClusterRoleBinding" not in rendered
+    rendered = rendered.replace("team-a", namespace).replace("team-b", other_namespaces[0])
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=rendered)
+    yield
+    kubectl("delete", "clusterrole", "aimodel-operator-manager-role", "--ignore-not-found")
+    kubectl("delete", "namespace", SYSTEM_NS, "--ignore-not-found", "--wait=false")
+
+
+def test_a_scoped_operator_serves_its_namespaces_only(
+    operator_process, kubectl, k, namespace, other_namespaces, scoped_rbac, tmp_path
+):
+    watched_b, unwatched = other_namespaces
+    # Its RBAC: its rules in the watched namespaces, nothing elsewhere.
+    for verb, resource, where, answer in [
+        ("list", "secrets", namespace, "yes"),
+        ("list", "secrets", watched_b, "yes"),
+        ("list", "secrets", unwatched, "no"),
+        ("get", "secrets", unwatched, "no"),
+        ("list", "aimodels.model.youxam.com", unwatched, "no"),
+        ("list", "pods", unwatched, "no"),
+        ("list", "secrets", None, "no"),  # no cluster-wide list either
+    ]:
+        args = ["auth", "can-i", verb, resource, f"--as={WHO}"]
+        args += ["-n", where] if where else ["--all-namespaces"]
+        res = kubectl.run(*args, check=False)
+        assert res.stdout.strip() == answer, (verb, resource, where, res.stdout, res.stderr)
+
+    token = kubectl.in_namespace(SYSTEM_NS).create_token(SA)
+    cfg = json.loads(kubectl._token_kubeconfig().read_text())
+    cfg["users"] = [{"name": "token", "user": {"token": token}}]
+    path = tmp_path / "operator-kubeconfig"
+    path.write_text(json.dumps(cfg))
+
+    operator_process.stop()
+    proc = OperatorProcess(path, tmp_path)
+    try:
+        proc.start(
+            {"POD_NAMESPACE": SYSTEM_NS},
+            extra_args=(
+                f"--namespaces={namespace},{watched_b}",
+                "--leader-elect",
+                f"--leader-election-namespace={SYSTEM_NS}",
+            ),
+        )
+        kubectl.in_namespace(unwatched).apply(model("ignored"))
+        k.apply(model("a"))
+        kubectl.in_namespace(watched_b).apply(model("b"))
+        k("wait", "--for=condition=Ready", "aimodel/a", "--timeout=60s")
+        kubectl.in_namespace(watched_b)("wait", "--for=condition=Ready", "aimodel/b", "--timeout=60s")
+        # The model of the unwatched namespace was made before the others and is still untouched.
+        outside = kubectl.in_namespace(unwatched)
+        assert outside.get("aimodel", "ignored").get("status") is None
+        assert outside.get("deployment", "ignored-deployment") is None
+        # A worker's report and a spec change still work in its namespaces.
+        k("patch", "aimodel", "a", "--type=merge", "-p", '{"spec":{"maxProcessNum":8}}')
+        wait_for("generation 2 observed", lambda: k.get("aimodel", "a")["status"].get("observedGeneration") == 2)
+        assert "HTTP 403" not in proc.log_tail(400), proc.log_tail(400)
+        assert f"watching namespaces={namespace},{watched_b}" in proc.log_tail(400)
+    finally:
+        proc.stop()

@@ -1,0 +1,82 @@
+"""Namespace scoping: the flag's parsing, and per-namespace informers read as one."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+import pytest
+
+from aimodel_operator.cli import _parser, namespace_list
+from aimodel_operator.informer import Informer
+from aimodel_operator.kube import Resource
+from aimodel_operator.scoped import Scoped
+
+THINGS = Resource("example.com", "v1", "things", "Thing")
+
+
+def test_namespace_list():
+    assert namespace_list("") == ()
+    assert namespace_list(" team-a, team-b ,team-a,") == ("team-a", "team-b")
+    with pytest.raises(argparse.ArgumentTypeError, match="'Team_A' is not a namespace name"):
+        namespace_list("Team_A")
+
+
+def test_the_flag_and_the_environment(monkeypatch):
+    monkeypatch.setenv("WATCH_NAMESPACES", "x,y")
+    assert _parser().parse_args(["run"]).namespaces == ("x", "y")
+    assert _parser().parse_args(["run", "--namespaces", "z"]).namespaces == ("z",)
+    monkeypatch.delenv("WATCH_NAMESPACES")
+    assert _parser().parse_args(["run"]).namespaces == ()
+
+
+class NamespacedApi:
+    """Lists only the asked namespace (as the API server does), then watches nothing."""
+
+    def __init__(self, objects):
+        self.objects = objects
+        self.asked: list[str | None] = []
+
+    async def list(self, res, limit=500, namespace=None, **query):
+        self.asked.append(namespace)
+        items = [o for o in self.objects if namespace is None or o["metadata"]["namespace"] == namespace]
+        yield {"metadata": {"resourceVersion": "5"}, "items": [dict(i) for i in items]}
+
+    async def watch(self, res, rv, namespace=None, idle=None, opened=None, **query):
+        if opened is not None:
+            opened()
+        await asyncio.Event().wait()
+        yield {}
+
+    async def served(self, res):
+        return True
+
+
+def obj(ns, name):
+    return {"metadata": {"name": name, "namespace": ns, "resourceVersion": "3"}}
+
+
+async def test_scoped_informers_read_only_their_namespaces_and_answer_as_one():
+    api = NamespacedApi([obj("a", "x"), obj("b", "y"), obj("elsewhere", "secret")])
+    seen = []
+    scoped = Scoped(
+        lambda ns: Informer(api, THINGS, lambda k, o: seen.append(o["metadata"]["name"]), namespace=ns), ("a", "b")
+    )
+    task = asyncio.create_task(scoped.run())
+    try:
+        async with asyncio.timeout(2):
+            await scoped.synced.wait()
+            await scoped.current.wait()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert sorted(api.asked) == ["a", "b"]  # never a cluster-wide list
+    assert sorted(seen) == ["x", "y"]
+    assert sorted(scoped) == [("a", "x"), ("b", "y")] and len(scoped) == 2
+    assert ("a", "x") in scoped and ("elsewhere", "secret") not in scoped
+    assert scoped.get("b", "y")["metadata"]["name"] == "y" and scoped.get("elsewhere", "secret") is None
+    assert scoped.remember({"metadata": {"name": "z", "namespace": "a", "resourceVersion": "9"}})
+    assert not scoped.remember({"metadata": {"name": "z", "namespace": "elsewhere", "resourceVersion": "9"}})
+    scoped.forget("a", "z")
+    assert ("a", "z") not in scoped
+    assert scoped.available is True and scoped.synced.is_set()
