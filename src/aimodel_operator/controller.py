@@ -44,7 +44,7 @@ from .recorder import Recorder
 from .scoped import Scoped
 from .settings import FIELD_MANAGER, Settings
 from .statuswriter import AIMODELS, StatusWriter, Written
-from .workers import deployment_problems, keep_pod, summarize
+from .workers import deployment_problems, grace_left, keep_pod, summarize
 from .workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
@@ -280,7 +280,13 @@ class Controller:
         dep_status = deployment.get("status") or {}
         desired = int((deployment.get("spec") or {}).get("replicas", dep_status.get("replicas") or 0))
         ready = int(dep_status.get("readyReplicas") or 0)
-        return summarize(desired, ready, dep_status.get("problems") or [], pods, current)
+        now = time.time()
+        left = grace_left(pods, now)
+        if left is not None:
+            # A crashed container running again is taken for a crash loop for a while; no pod event
+            # will say when that while is over.
+            self.queue.add_after(key, left + 1)
+        return summarize(desired, ready, dep_status.get("problems") or [], pods, current, now)
 
     def _replaced(self, key: Key, deployment: Manifest | None) -> Callable[[str], bool]:
         """Which ReplicaSets' pods may not speak for the current spec.

@@ -25,8 +25,9 @@ class AllSet:
         return all(e.is_set() for e in self.events)
 
     async def wait(self) -> bool:
-        for event in self.events:
-            await event.wait()
+        # Until all are set at once: one waited for earlier may have been cleared again meanwhile.
+        while not self.is_set():
+            await next(e for e in self.events if not e.is_set()).wait()
         return True
 
 

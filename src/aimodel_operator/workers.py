@@ -9,6 +9,7 @@ rollouts, counted over the pods of the current ReplicaSet.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,10 @@ NO_PROBLEM = frozenset({STARTING, AVAILABLE, SCALED_TO_ZERO})
 
 # What a kept pod says at most about one thing (a waiting or termination message).
 DETAIL_LIMIT = 300
+# A container that crashed and runs again counts as crash-looping for this long: a real kubelet
+# shows it Running (and, without a readiness probe, Ready) for the moment it lives between two
+# back-offs, and the condition must not flap (nor announce a recovery) at every restart.
+CRASH_GRACE_SECONDS = 120.0
 # The condition's message: short enough for `kubectl get -o wide`, bounded whatever the pods say.
 MESSAGE_LIMIT = 512
 
@@ -85,11 +90,14 @@ def keep_pod(obj: Manifest) -> Manifest:
         if waiting.get("reason") in WAITING_REASONS:
             kept["waiting"] = waiting["reason"]
             kept["waitingMessage"] = bound(waiting.get("message") or "", DETAIL_LIMIT)
-        elif terminated and terminated.get("exitCode") and container.get("restartCount") and not container.get("ready"):
-            # Between two back-offs a crash-looping container runs for a moment: still a crash loop,
-            # or the condition would flap (and announce itself) at every restart.
-            kept["waiting"] = "CrashLoopBackOff"
-            kept["waitingMessage"] = ""
+        elif terminated and terminated.get("exitCode") and container.get("restartCount"):
+            # Between two back-offs a crash-looping container runs for a moment: still a crash loop
+            # while it is not ready, and for CRASH_GRACE_SECONDS after it started again.
+            if not container.get("ready"):
+                kept["waiting"] = "CrashLoopBackOff"
+                kept["waitingMessage"] = ""
+            elif (state.get("running") or {}).get("startedAt"):
+                kept["restartedAt"] = state["running"]["startedAt"]
         if terminated:
             kept["terminated"] = {
                 "exitCode": terminated.get("exitCode"),
@@ -150,17 +158,53 @@ def _pod_problems(pods: list[Manifest], desired: int) -> list[_Problem]:
     return out
 
 
+def _timestamp(value: str) -> float | None:
+    try:
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except (AttributeError, ValueError):
+        return None
+
+
+def _just_restarted(pod: Manifest, now: float) -> bool:
+    started = _timestamp(pod.get("restartedAt", ""))
+    return started is not None and now - started < CRASH_GRACE_SECONDS
+
+
+def grace_left(pods: list[Manifest], now: float) -> float | None:
+    """Seconds until the last pod that crashed and runs again leaves its grace period (None: none does):
+    the model must be looked at again then, when no pod event will come to say it."""
+    left = [
+        CRASH_GRACE_SECONDS - (now - started)
+        for p in pods
+        if (started := _timestamp(p.get("restartedAt", ""))) is not None and now - started < CRASH_GRACE_SECONDS
+    ]
+    return max(left) if left else None
+
+
 def summarize(
-    desired: int, ready: int, problems: list[dict[str, str]], pods: list[Manifest], current_rs: str | None
+    desired: int,
+    ready: int,
+    problems: list[dict[str, str]],
+    pods: list[Manifest],
+    current_rs: str | None,
+    now: float | None = None,
 ) -> Condition:
     """The WorkersAvailable condition of a model whose Deployment wants ``desired`` workers, ``ready``
     of them ready, the Deployment's ``problems`` (deployment_problems), and its kept ``pods``.
 
     Only the pods of ``current_rs`` (the ReplicaSet of the current template) count, when it is known:
-    a rollout's old pods do not speak for the new spec.
+    a rollout's old pods do not speak for the new spec. ``now`` (epoch seconds) tells a container
+    that crashed and has run again only a moment from one that recovered.
     """
     if current_rs:
         pods = [p for p in pods if p.get("rs") == current_rs]
+    if now is not None:
+        pods = [
+            {**p, "waiting": "CrashLoopBackOff", "waitingMessage": ""}
+            if not p.get("waiting") and _just_restarted(p, now)
+            else p
+            for p in pods
+        ]
     found = [
         _Problem(
             p["reason"],

@@ -112,9 +112,10 @@ class Reporter:
         reason = parse_reason(reason)
         message = truncate_message(str(message))
         key = (reason, message)
-        # First, so that the pod's last state says why even if the API server cannot be reached.
-        write_termination_message(self.termination_log, f"{reason.value}: {message}")
         with self._lock:
+            # First, so that the pod's last state says why even if the API server cannot be reached;
+            # under the lock, so that concurrent reports never interleave in the file.
+            write_termination_message(self.termination_log, f"{reason.value}: {message}")
             event = None
             if key in self._sent:
                 name, count = self._sent[key]

@@ -80,3 +80,20 @@ async def test_scoped_informers_read_only_their_namespaces_and_answer_as_one():
     scoped.forget("a", "z")
     assert ("a", "z") not in scoped
     assert scoped.available is True and scoped.synced.is_set()
+
+
+async def test_all_set_waits_until_every_event_is_set_at_the_same_time():
+    from aimodel_operator.scoped import AllSet
+
+    a, b = asyncio.Event(), asyncio.Event()
+    a.set()
+    both = AllSet([a, b])
+    waiter = asyncio.create_task(both.wait())
+    await asyncio.sleep(0)
+    a.clear()  # one namespace's watch breaks while another's is still coming up
+    b.set()
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    a.set()
+    async with asyncio.timeout(1):
+        assert await waiter

@@ -173,3 +173,22 @@ def test_the_message_is_bounded_whatever_the_pods_say():
     cond = workers.summarize(8, 0, [], kept(*many, pod("u", unschedulable=True)), RS)
     assert len(cond.message) <= workers.MESSAGE_LIMIT
     assert cond.reason == "CrashLoopBackOff"
+
+
+def test_a_real_kubelets_crash_loop_does_not_flap_between_back_offs():
+    """Without a readiness probe a crashed container that runs again is Ready for the moment it lives."""
+    again = pod(ready=True, last=CRASH, restarts=3)  # running since 2026-11-29T00:00:00Z
+    started = 1_795_910_400.0  # that instant, in epoch seconds
+    kept_pod = workers.keep_pod(again)
+    assert "waiting" not in kept_pod and kept_pod["restartedAt"] == "2026-11-29T00:00:00Z"
+    shortly = workers.summarize(1, 1, [], [kept_pod], RS, now=started + 30)
+    assert (shortly.status, shortly.reason) == (False, "CrashLoopBackOff")
+    assert (
+        shortly.message
+        == '1/1 workers in CrashLoopBackOff (exit 1: ConfigurationError: Local model "x" is not supported.)'
+    )
+    assert workers.grace_left([kept_pod], started + 30) == workers.CRASH_GRACE_SECONDS - 30
+    # Running well past the grace period: it recovered.
+    later = workers.summarize(1, 1, [], [kept_pod], RS, now=started + workers.CRASH_GRACE_SECONDS + 1)
+    assert (later.status, later.reason) == (True, "WorkersAvailable")
+    assert workers.grace_left([kept_pod], started + workers.CRASH_GRACE_SECONDS + 1) is None
