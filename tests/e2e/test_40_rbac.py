@@ -22,7 +22,8 @@ def deployed_rbac(kubectl, crds_installed):
     yield rendered
     kubectl("delete", "clusterrolebinding", "aimodel-operator-manager-rolebinding", "--ignore-not-found")
     kubectl("delete", "clusterrole", "aimodel-operator-manager-role", "--ignore-not-found")
-    kubectl("delete", "namespace", SYSTEM_NS, "--ignore-not-found", "--wait=false")
+    # Gone before the next test installs the operator there again.
+    kubectl("delete", "namespace", SYSTEM_NS, "--ignore-not-found", "--timeout=120s")
 
 
 @pytest.fixture

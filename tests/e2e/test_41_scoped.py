@@ -38,13 +38,16 @@ def other_namespaces(kubectl):
 @pytest.fixture
 def scoped_rbac(kubectl, crds_installed, namespace, other_namespaces):
     """config/scoped applied, its two namespaces being this test's and a second one."""
+    # The operator's namespace of an earlier test (config/default) may still be terminating.
+    wait_for("aimodel-operator-system to be gone", lambda: kubectl.get("namespace", SYSTEM_NS) is None, timeout=120)
     rendered = kubectl("kustomize", str(REPO / "config" / "scoped"))
     assert "kind: ClusterRoleBinding" not in rendered
     rendered = rendered.replace("team-a", namespace).replace("team-b", other_namespaces[0])
     kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=rendered)
     yield
     kubectl("delete", "clusterrole", "aimodel-operator-manager-role", "--ignore-not-found")
-    kubectl("delete", "namespace", SYSTEM_NS, "--ignore-not-found", "--wait=false")
+    # Gone before the next test installs the operator there again.
+    kubectl("delete", "namespace", SYSTEM_NS, "--ignore-not-found", "--timeout=120s")
 
 
 def test_a_scoped_operator_serves_its_namespaces_only(
