@@ -452,25 +452,26 @@ class Controller:
             # when garbage collection is done with a namesake's: look again, with growing pauses.
             raise LookAgain("; ".join(outcome.conflicts) or "a child is held by a deleted namesake")
 
-    def _ref_hash(self, model: Manifest) -> str | None:
-        """A hash of the value behind ``apiKeySecretRef``, so that a rotated key rolls the workers.
-
-        None without a reference, or while the Secret or its key is missing (see _keep_started_hash).
-        """
+    def _referenced_secret(self, model: Manifest) -> Manifest | None:
+        """The cached Secret ``apiKeySecretRef`` names (None without a reference or when missing)."""
         ref = builders.spec_of(model).get("apiKeySecretRef")
         if not ref:
             return None
-        ns = model["metadata"]["namespace"]
-        secret = self.children[SECRETS.kind].get(ns, ref["name"])
-        key = ref.get("key", DEFAULT_API_KEY_SECRET_KEY)
-        if secret is not None:
-            if "keys" in secret:
-                value = secret["keys"].get(key)
-            else:  # one of our own Secrets, kept whole
-                raw = (secret.get("data") or {}).get(key)
-                value = None if raw is None else secret_value_hash(raw)
-            return value
-        return None
+        return self.children[SECRETS.kind].get(model["metadata"]["namespace"], ref["name"])
+
+    def _ref_hash(self, model: Manifest) -> str | None:
+        """A hash of the value behind ``apiKeySecretRef``, so that a rotated key rolls the workers.
+
+        None without a reference, or while the Secret or its key is missing (see _started_hash).
+        """
+        secret = self._referenced_secret(model)
+        if secret is None:
+            return None
+        key = builders.spec_of(model)["apiKeySecretRef"].get("key", DEFAULT_API_KEY_SECRET_KEY)
+        if "keys" in secret:
+            return secret["keys"].get(key)
+        raw = (secret.get("data") or {}).get(key)  # one of our own Secrets, kept whole
+        return None if raw is None else secret_value_hash(raw)
 
     def _started_hash(self, model: Manifest) -> str | None:
         """The secret hash the workers' pods were started with. While the referenced key is missing
@@ -483,10 +484,7 @@ class Controller:
         return annotations.get(builders.ANNOTATION_SECRET_HASH)
 
     def _secret_keys(self, model: Manifest) -> frozenset[str] | None:
-        ref = builders.spec_of(model).get("apiKeySecretRef")
-        if not ref:
-            return None
-        secret = self.children[SECRETS.kind].get(model["metadata"]["namespace"], ref["name"])
+        secret = self._referenced_secret(model)
         if secret is None:
             return None
         return frozenset(secret.get("keys") or secret.get("data") or ())

@@ -20,8 +20,6 @@ from .status import WORKERS, WORKERS_STARTING, Condition, bound
 STARTING = WORKERS_STARTING
 AVAILABLE = "WorkersAvailable"
 SCALED_TO_ZERO = "ScaledToZero"
-# Reasons of a True condition or of workers merely on their way: no problem to announce.
-NO_PROBLEM = frozenset({STARTING, AVAILABLE, SCALED_TO_ZERO})
 
 # What a kept pod says at most about one thing (a waiting or termination message).
 DETAIL_LIMIT = 300
