@@ -42,8 +42,9 @@ fmt: setup ## Format the code (ruff).
 	$(BIN)/ruff format src tests hack
 
 .PHONY: manifests
-manifests: setup ## Regenerate the CRD in config/crd/bases from the typed model (src/aimodel_operator/api.py).
+manifests: setup ## Regenerate the CRD (config/crd/bases and the chart's crds/) from the typed model (src/aimodel_operator/api.py).
 	$(BIN)/aimodel-operator crd > config/crd/bases/model.youxam.com_aimodels.yaml
+	cp config/crd/bases/model.youxam.com_aimodels.yaml charts/aimodel-operator/crds/
 
 .PHONY: test-unit
 test-unit: setup ## Fast tests that need no cluster.
@@ -98,6 +99,14 @@ deploy: ## Deploy the CRD, the operator and its RBAC, using the image IMG.
 	case "$$tag" in */*|"$$img") name="$$img"; tag=latest;; esac; \
 	sed -i "s|newName: .*|newName: $$name|; s|newTag: .*|newTag: $$tag|" build/deploy/config/manager/kustomization.yaml
 	$(KUBECTL) kustomize build/deploy/config/default | $(KUBECTL) apply --server-side -f -
+
+.PHONY: helm
+helm: setup ## Build helm from its Go module (cached in ~/.cache/aimodel-operator) and print its path.
+	@PYTHONPATH=hack $(BIN)/python -c 'from devcluster import helm; print(helm.build())'
+
+.PHONY: helm-lint
+helm-lint: helm ## Lint the chart (charts/aimodel-operator) with the real helm.
+	$$(PYTHONPATH=hack $(BIN)/python -c 'from devcluster import helm; print(helm.build())') lint --strict charts/aimodel-operator
 
 .PHONY: undeploy
 undeploy: ## Remove the operator, its RBAC and the CRD (with every AIModel). Safe to run twice.

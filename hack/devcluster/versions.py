@@ -9,3 +9,5 @@ KWOK = "v0.7.0"
 KEDA = "v2.20.2"
 # From Maven Central; 4.0.8 lacks two of its own artifacts there.
 PULSAR = "4.0.7"
+# Tests the chart in charts/; no replace directives, built as published.
+HELM = "v4.3.1"
