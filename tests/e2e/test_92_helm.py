@@ -112,7 +112,13 @@ def _model(name: str) -> dict:
         "apiVersion": "model.youxam.com/v1alpha1",
         "kind": "AIModel",
         "metadata": {"name": name},
-        "spec": {"type": "remote", "model": "gpt-4o", "baseURL": "https://api.example", "image": "user/image:tag"},
+        "spec": {
+            "type": "remote",
+            "model": "gpt-4o",
+            "baseURL": "https://api.example",
+            "apiKey": "sk-test",
+            "image": "user/image:tag",
+        },
     }
 
 
@@ -220,9 +226,14 @@ def test_install_run_upgrade_uninstall(helm, kubectl, k, namespace, release_ns, 
     helm("uninstall", RELEASE, "--namespace", release_ns, "--wait", "--timeout=120s")
     wait_for("nothing of the release left", lambda: _leftovers(kubectl, (release_ns, namespace)) == [], timeout=60)
     assert RELEASE not in helm("list", "--all-namespaces", "-q").stdout.split()
-    # The ServiceAccount is gone, and with it every token issued to it.
-    denied = kubectl.run("auth", "whoami", token=token, check=False)
-    assert denied.returncode != 0 and "Unauthorized" in denied.stderr, denied.stderr
+    # The ServiceAccount is gone, and with it every token issued to it (once the API server's
+    # token cache, 10 s for a success, has let go of it).
+    wait_for(
+        "the operator's token refused",
+        lambda: "Unauthorized" in kubectl.run("auth", "whoami", token=token, check=False).stderr,
+        timeout=30,
+        interval=1,
+    )
     # What is not the release's stays: the CRD (Helm never deletes crds/), the users' AIModels and
     # the Secret the platform team created.
     assert kubectl.get("crd", "aimodels.model.youxam.com") is not None
