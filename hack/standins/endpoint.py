@@ -1,0 +1,90 @@
+"""The API gateway's answer endpoints on loopback: ``POST /res`` takes a whole answer
+``{"request_id", "data"}``; the ``/res/ws`` WebSocket takes the frames ``{"request_id", "end",
+"data"}`` of streamed answers. Answers are kept by request id for the test to wait on."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from .serving import Served
+
+
+class EndpointStandIn(Served):
+    def __init__(self) -> None:
+        app = web.Application(client_max_size=8 << 20)
+        app.router.add_post("/res", self._post)
+        app.router.add_get("/res/ws", self._ws)
+        super().__init__(app)
+        self.answers: dict[str, list[dict[str, Any]]] = {}
+        self.frames: dict[str, list[dict[str, Any]]] = {}
+        self.ended: set[str] = set()
+        self._changed = threading.Condition()
+
+    @property
+    def post_url(self) -> str:
+        return f"{self.url}/res"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/res/ws"
+
+    async def _post(self, request: web.Request) -> web.Response:
+        try:
+            doc = await request.json()
+        except ValueError:
+            return web.json_response({"error": "invalid JSON"}, status=400)
+        with self._changed:
+            self.answers.setdefault(str(doc.get("request_id")), []).append(doc)
+            self._changed.notify_all()
+        return web.json_response({"status": "ok"})
+
+    async def _ws(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.type != WSMsgType.TEXT:
+                continue
+            doc = json.loads(msg.data)
+            with self._changed:
+                rid = str(doc.get("request_id"))
+                self.frames.setdefault(rid, []).append(doc)
+                if doc.get("end"):
+                    self.ended.add(rid)
+                self._changed.notify_all()
+        return ws
+
+    def _wait(self, what: str, ready, timeout: float):
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                value = ready()
+                if value:
+                    return value
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+                self._changed.wait(left)
+
+    def answer(self, request_id: str, timeout: float = 30) -> dict[str, Any]:
+        """The (first) whole answer to ``request_id``."""
+        return self._wait(f"the answer to {request_id}", lambda: (self.answers.get(request_id) or [None])[0], timeout)
+
+    def stream(self, request_id: str, timeout: float = 30) -> list[dict[str, Any]]:
+        """The frames of ``request_id``'s streamed answer, once its end frame arrived."""
+        return self._wait(
+            f"the streamed answer to {request_id}",
+            lambda: list(self.frames[request_id]) if request_id in self.ended else None,
+            timeout,
+        )
+
+    def count(self) -> int:
+        with self._changed:
+            return sum(len(v) for v in self.answers.values()) + len(self.ended)
+
+    def wait_count(self, n: int, timeout: float) -> int:
+        return self._wait(f"{n} answers", lambda: self.count() >= n and self.count(), timeout)

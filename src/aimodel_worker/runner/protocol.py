@@ -1,0 +1,264 @@
+"""The worker protocol as data: request and answer messages, usage records, how an upstream
+error is classified, and server-sent events. Pure functions, no I/O."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..reasons import Reason
+
+# Statuses a retry of the same request cannot fix and that say nothing about the model's setup:
+# the requester's own mistakes. Answered, never reported.
+REQUESTER_ERRORS = frozenset({400, 413, 422})
+# Transient on the upstream's side: answered with the error, not reported (the next request may work).
+TRANSIENT = frozenset({408, 409, 425, 500, 502, 503, 504, 529})
+DEFAULT_RETRY_AFTER = 1.0
+MAX_RETRY_AFTER = 60.0
+
+
+class BadRequest(ValueError):
+    """A queued message that is not a request; ``request_id``/``endpoint`` are set if they were readable."""
+
+    def __init__(self, message: str, request_id: str = "", endpoint: str = "") -> None:
+        super().__init__(message)
+        self.request_id = request_id
+        self.endpoint = endpoint
+
+
+@dataclass(frozen=True)
+class Request:
+    request_id: str
+    endpoint: str
+    stream: bool
+    data: dict[str, Any]
+
+
+def parse_request(payload: bytes) -> Request:
+    """A request message: ``{"request_id", "endpoint", "stream", "data"}`` (``stream`` defaults to
+    ``data.stream``, else false)."""
+    try:
+        doc = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise BadRequest("not a JSON object")
+    request_id = doc.get("request_id")
+    endpoint = doc.get("endpoint")
+    rid = request_id if isinstance(request_id, str) else ""
+    where = endpoint if isinstance(endpoint, str) else ""
+    if not rid:
+        raise BadRequest("request_id is missing or not a string", "", where)
+    if not where.startswith(("http://", "https://", "ws://", "wss://")):
+        raise BadRequest("endpoint is missing or not an http(s) or ws(s) URL", rid, "")
+    data = doc.get("data")
+    if not isinstance(data, dict):
+        raise BadRequest("data is missing or not an object", rid, where)
+    stream = doc.get("stream", data.get("stream", False))
+    if not isinstance(stream, bool):
+        raise BadRequest("stream is not a boolean", rid, where)
+    return Request(rid, where, stream, data)
+
+
+def chat_url(base: str) -> str:
+    """``<base>/v1/chat/completions``; a base ending in ``/v1`` gets ``/chat/completions``, and a
+    URL that already ends in ``/chat/completions`` is used as it is."""
+    base = base.rstrip("/")
+    if base.endswith("/chat/completions"):
+        return base
+    if base.endswith("/v1"):
+        return base + "/chat/completions"
+    return base + "/v1/chat/completions"
+
+
+def websocket_url(endpoint: str) -> str:
+    """The WebSocket form of an endpoint (the gateway may hand out http:// or ws://)."""
+    if endpoint.startswith("http://"):
+        return "ws://" + endpoint[len("http://") :]
+    if endpoint.startswith("https://"):
+        return "wss://" + endpoint[len("https://") :]
+    return endpoint
+
+
+def http_url(endpoint: str) -> str:
+    if endpoint.startswith("ws://"):
+        return "http://" + endpoint[len("ws://") :]
+    if endpoint.startswith("wss://"):
+        return "https://" + endpoint[len("wss://") :]
+    return endpoint
+
+
+def answer(request_id: str, data: Any) -> dict[str, Any]:
+    """A whole answer (POSTed to the endpoint)."""
+    return {"request_id": request_id, "data": data}
+
+
+def chunk(request_id: str, data: Any) -> dict[str, Any]:
+    """One piece of a streamed answer (a WebSocket text frame)."""
+    return {"request_id": request_id, "end": False, "data": data}
+
+
+def end(request_id: str, data: Any = None) -> dict[str, Any]:
+    """The last frame of a streamed answer; ``data`` only for an error that ends it."""
+    frame: dict[str, Any] = {"request_id": request_id, "end": True}
+    if data is not None:
+        frame["data"] = data
+    return frame
+
+
+def error_body(message: str, kind: str = "api_error", code: str | None = None) -> dict[str, Any]:
+    """An error in the OpenAI wire format, for the requester."""
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+def usage_record(
+    request_id: str, usage: Mapping[str, Any], model: str, aimodel_name: str, aimodel_namespace: str
+) -> dict[str, Any]:
+    """What is published to RES_TOPIC_NAME after a request."""
+    return {
+        "request_id": request_id,
+        "usage": {key: int(usage.get(key) or 0) for key in ("prompt_tokens", "completion_tokens", "total_tokens")},
+        "model": model,
+        "ai_model_name": aimodel_name,
+        "ai_model_namespace": aimodel_namespace,
+    }
+
+
+def usage_of(doc: Any) -> dict[str, Any] | None:
+    """The ``usage`` object of a completion or of a stream's last chunk, if it has one."""
+    if isinstance(doc, dict) and isinstance(doc.get("usage"), dict):
+        return doc["usage"]
+    return None
+
+
+def with_usage_requested(data: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """The body with ``stream_options.include_usage`` on (the stream's last chunk then carries the
+    usage), and whether it was added here (then that usage-only chunk is not relayed)."""
+    options = data.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage"):
+        return data, False
+    merged = dict(options) if isinstance(options, dict) else {}
+    merged["include_usage"] = True
+    return {**data, "stream": True, "stream_options": merged}, True
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An upstream error: what the requester is told, and what (if anything) the worker does about it."""
+
+    status: int
+    body: dict[str, Any]
+    # The reason reported to the operator; None: the error concerns this request only.
+    reason: Reason | None
+    # Seconds to back off before retrying; None: no retry.
+    retry_after: float | None = None
+
+    @property
+    def message(self) -> str:
+        return str(self.body["error"].get("message") or f"HTTP {self.status}")
+
+
+def error_of(status: int, text: str) -> dict[str, Any]:
+    """The upstream's error body in the OpenAI format (a non-JSON body becomes its message)."""
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict) and isinstance(doc.get("error"), dict):
+        err = doc["error"]
+        return error_body(
+            str(err.get("message") or f"HTTP {status}"),
+            str(err.get("type") or "api_error"),
+            err.get("code") if isinstance(err.get("code"), str) else None,
+        )
+    if isinstance(doc, dict) and isinstance(doc.get("error"), str):
+        return error_body(doc["error"], "api_error")
+    snippet = " ".join(text.split())[:300]
+    return error_body(f"upstream answered HTTP {status}" + (f": {snippet}" if snippet else ""), "api_error")
+
+
+def retry_after(headers: Mapping[str, str]) -> float:
+    """Seconds to wait, from ``retry-after-ms`` or ``retry-after`` (capped)."""
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        raw = headers.get(name)
+        if raw:
+            try:
+                return min(max(float(raw) * scale, 0.0), MAX_RETRY_AFTER)
+            except ValueError:
+                continue
+    return DEFAULT_RETRY_AFTER
+
+
+def classify(status: int, text: str, headers: Mapping[str, str] | None = None) -> Failure:
+    """What an upstream error means for the worker (the reasons of the worker contract)."""
+    body = error_of(status, text)
+    err = body["error"]
+    code = f"{err.get('code') or ''} {err.get('type') or ''}".lower()
+    message = str(err.get("message") or "").lower()
+    if status == 401:
+        return Failure(status, body, Reason.AUTHENTICATION_ERROR)
+    if status == 429:
+        if "insufficient_quota" in code or "quota" in message or "billing" in message:
+            return Failure(status, body, Reason.API_QUOTA_EXCEEDED_ERROR)
+        return Failure(status, body, None, retry_after(headers or {}))
+    if status == 404 and ("model" in code or "model" in message):
+        return Failure(status, body, Reason.CONFIGURATION_ERROR)
+    if status in REQUESTER_ERRORS or status in TRANSIENT or status >= 500:
+        return Failure(status, body, None)
+    # 403 (a key without access), 404 (no such API at API_URL) and other answers no retry changes.
+    return Failure(status, body, Reason.GENERAL_ERROR)
+
+
+class EventStream:
+    """Server-sent events, fed line by line (without line ends): ``feed`` returns the ``data`` of
+    an event when its blank line arrives. Comments and other fields are skipped; several ``data:``
+    lines of one event are joined with newlines."""
+
+    def __init__(self) -> None:
+        self._parts: list[str] = []
+
+    def feed(self, line: str) -> str | None:
+        if line == "":
+            if not self._parts:
+                return None
+            data, self._parts = "\n".join(self._parts), []
+            return data
+        if not line.startswith(":"):
+            field, _, value = line.partition(":")
+            if field == "data":
+                self._parts.append(value[1:] if value.startswith(" ") else value)
+        return None
+
+    def finish(self) -> str | None:
+        """An event the stream ended in without its blank line."""
+        return self.feed("")
+
+
+def sse_data(lines: Iterable[str]) -> Iterator[str]:
+    """The ``data`` of each event in ``lines``."""
+    events = EventStream()
+    for line in lines:
+        data = events.feed(line)
+        if data is not None:
+            yield data
+    last = events.finish()
+    if last is not None:
+        yield last
+
+
+def completion_as_chunk(completion: dict[str, Any]) -> dict[str, Any]:
+    """A whole completion as one ``chat.completion.chunk``, for an upstream that does not stream."""
+    choices = []
+    for choice in completion.get("choices") or []:
+        if isinstance(choice, dict):
+            choices.append(
+                {
+                    "index": choice.get("index", 0),
+                    "delta": choice.get("message") or {},
+                    "finish_reason": choice.get("finish_reason"),
+                }
+            )
+    out = {key: completion[key] for key in ("id", "created", "model") if key in completion}
+    return {**out, "object": "chat.completion.chunk", "choices": choices}

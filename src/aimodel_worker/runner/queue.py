@@ -1,0 +1,60 @@
+"""Pulsar: the request subscription and the result producer (pulsar-client's asyncio API)."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import pulsar
+import pulsar.asyncio as pulsar_async
+
+from .settings import WorkerSettings
+
+
+class QueueUnavailable(Exception):
+    """Pulsar could not be reached or refused the subscription: a MessageQueueConnectionError."""
+
+
+@dataclass
+class Queue:
+    client: pulsar_async.Client
+    consumer: pulsar_async.Consumer
+    producer: pulsar_async.Producer
+
+    async def close(self) -> None:
+        """Close the consumer first: messages received but not acknowledged go to other workers."""
+        for close in (self.consumer.close, self.producer.close):
+            with contextlib.suppress(pulsar_async.PulsarException):
+                await close()
+        await self.client.close()
+
+
+async def connect(settings: WorkerSettings, consumer_name: str | None = None) -> Queue:
+    auth = pulsar.AuthenticationToken(settings.pulsar_token) if settings.pulsar_token else None
+    try:
+        client = pulsar_async.Client(
+            settings.pulsar_url,
+            authentication=auth,
+            operation_timeout_seconds=15,
+            connection_timeout_ms=5000,
+            logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn),
+        )
+    except (ValueError, pulsar.PulsarException, pulsar_async.PulsarException) as exc:
+        raise QueueUnavailable(f"cannot use PULSAR_URL {settings.pulsar_url!r}: {exc}") from exc
+    try:
+        consumer = await client.subscribe(
+            settings.topic,
+            settings.subscription,
+            consumer_type=pulsar.ConsumerType.Shared,
+            # No more prefetched than can be worked on: other replicas get the rest.
+            receiver_queue_size=max(1, min(settings.max_process_num, 1000)),
+            # A request handed back (shutdown, an endpoint that could not be reached) comes back soon.
+            negative_ack_redelivery_delay_ms=1000,
+            consumer_name=consumer_name,
+            initial_position=pulsar.InitialPosition.Earliest,
+        )
+        producer = await client.create_producer(settings.res_topic)
+    except pulsar_async.PulsarException as exc:
+        await client.close()
+        raise QueueUnavailable(f"cannot subscribe to {settings.topic} at {settings.pulsar_url}: {exc}") from exc
+    return Queue(client, consumer, producer)

@@ -1,0 +1,90 @@
+"""The worker's configuration, read once from the environment the operator gives its pods."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from . import protocol
+
+# Where a NODE_TYPE=local worker finds its model server (llamafile and llama.cpp's default port).
+DEFAULT_LOCAL_API_URL = "http://127.0.0.1:8080"
+DEFAULT_MAX_PROCESS_NUM = 128
+
+
+class SettingsError(ValueError):
+    """A variable is missing or malformed: a ConfigurationError the worker reports, then exits."""
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    model_name: str
+    node_type: str
+    chat_url: str
+    api_key: str
+    max_process_num: int
+    pulsar_url: str
+    pulsar_token: str
+    res_topic: str
+    aimodel_name: str
+    aimodel_namespace: str
+    # Seconds an upstream call may take, streams included.
+    upstream_timeout: float = 600.0
+    # Seconds in-flight requests get to finish after SIGTERM before they are handed back.
+    shutdown_grace: float = 20.0
+
+    @property
+    def topic(self) -> str:
+        return f"persistent://public/default/model-{self.model_name}"
+
+    @property
+    def subscription(self) -> str:
+        return f"model-{self.model_name}-subscription"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerSettings:
+        env = os.environ if env is None else env
+
+        def required(name: str) -> str:
+            value = env.get(name, "").strip()
+            if not value:
+                raise SettingsError(f"environment variable {name} is not set; the operator sets it in worker pods")
+            return value
+
+        def number(name: str, default: float, minimum: float) -> float:
+            raw = env.get(name, "").strip()
+            if not raw:
+                return default
+            try:
+                value = float(raw)
+            except ValueError:
+                raise SettingsError(f"{name}={raw!r} is not a number") from None
+            if value < minimum:
+                raise SettingsError(f"{name}={raw!r} must be at least {minimum:g}")
+            return value
+
+        node_type = env.get("NODE_TYPE", "remote").strip() or "remote"
+        if node_type not in ("local", "remote"):
+            raise SettingsError(f"NODE_TYPE={node_type!r} must be local or remote")
+        if node_type == "remote":
+            base = required("API_URL")
+        else:
+            base = env.get("LOCAL_API_URL", "").strip() or DEFAULT_LOCAL_API_URL
+        if not base.startswith(("http://", "https://")):
+            variable = "API_URL" if node_type == "remote" else "LOCAL_API_URL"
+            raise SettingsError(f"{variable}={base!r} is not an http(s) URL")
+        return cls(
+            model_name=required("MODEL_NAME"),
+            node_type=node_type,
+            chat_url=protocol.chat_url(base),
+            api_key=env.get("API_KEY", ""),
+            max_process_num=int(number("MAX_PROCESS_NUM", DEFAULT_MAX_PROCESS_NUM, 1)),
+            pulsar_url=env.get("PULSAR_URL", "").strip() or "pulsar://localhost:6650",
+            pulsar_token=env.get("PULSAR_TOKEN", ""),
+            res_topic=env.get("RES_TOPIC_NAME", "").strip() or "res-topic",
+            aimodel_name=env.get("AIMODEL_NAME", ""),
+            aimodel_namespace=env.get("AIMODEL_NAMESPACE", ""),
+            upstream_timeout=number("UPSTREAM_TIMEOUT", 600.0, 1),
+            shutdown_grace=number("SHUTDOWN_GRACE", 20.0, 0),
+        )

@@ -1,0 +1,260 @@
+"""The worker loop: up to MAX_PROCESS_NUM requests at once, each answered before it is
+acknowledged, usage published, errors reported, and a graceful stop on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pulsar.asyncio as pulsar_async
+
+from ..reasons import Reason
+from . import delivery, protocol, queue
+from .delivery import DeliveryError
+from .protocol import Failure, Request
+from .settings import WorkerSettings
+from .upstream import Upstream, UpstreamFailure
+
+log = logging.getLogger("aimodel_worker")
+
+# Retries of a rate-limited request (each after the upstream's Retry-After) before it is answered with the 429.
+RATE_LIMIT_RETRIES = 5
+# An answer that cannot be delivered is handed back this many times, then dropped (the gateway is gone).
+DELIVERY_ATTEMPTS = 3
+# The same (reason, message) is reported at most this often; the Event's count says how often it recurred.
+REPORT_INTERVAL = 30.0
+
+ReportFn = Callable[[Reason, str], Awaitable[Any]]
+
+
+class Worker:
+    def __init__(self, settings: WorkerSettings, report: ReportFn | None = None, name: str | None = None) -> None:
+        self.settings = settings
+        self._report_fn = report
+        self.name = name
+        self.stopping = asyncio.Event()
+        self.handled = 0
+        self.failed = 0
+        self._resume_at = 0.0
+        self._reported: dict[tuple[Reason, str], float] = {}
+        self._reports: set[asyncio.Task[Any]] = set()
+        self._inflight: set[asyncio.Task[None]] = set()
+
+    # -- reporting -------------------------------------------------------------------
+
+    def report(self, reason: Reason, message: str) -> None:
+        """Report in the background, at most once per REPORT_INTERVAL for the same error."""
+        log.warning("reporting %s: %s", reason.value, message)
+        now = time.monotonic()
+        key = (reason, message)
+        if self._report_fn is None or now - self._reported.get(key, -REPORT_INTERVAL) < REPORT_INTERVAL:
+            return
+        self._reported[key] = now
+        task = asyncio.create_task(self._send_report(reason, message))
+        self._reports.add(task)
+        task.add_done_callback(self._reports.discard)
+
+    async def _send_report(self, reason: Reason, message: str) -> None:
+        assert self._report_fn is not None
+        try:
+            await self._report_fn(reason, message)
+        except Exception as exc:  # a report that cannot be sent must not stop the work
+            log.error("could not report %s: %s", reason.value, exc)
+
+    async def flush_reports(self, timeout: float = 15.0) -> None:
+        if self._reports:
+            await asyncio.wait(set(self._reports), timeout=timeout)
+
+    # -- running ---------------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+
+    async def run(self) -> int:
+        """Serve until SIGTERM; 1 if Pulsar cannot be reached at start."""
+        s = self.settings
+        try:
+            q = await queue.connect(s, self.name)
+        except queue.QueueUnavailable as exc:
+            self.report(Reason.MESSAGE_QUEUE_CONNECTION_ERROR, str(exc))
+            await self.flush_reports()
+            return 1
+        log.info(
+            "consuming %s (%s) with up to %d requests at once; upstream %s",
+            s.topic,
+            s.subscription,
+            s.max_process_num,
+            s.chat_url,
+        )
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
+        try:
+            async with aiohttp.ClientSession(connector=connector) as session:
+                upstream = Upstream(session, s.chat_url, s.api_key, s.upstream_timeout)
+                await self._consume(q, session, upstream)
+        finally:
+            await q.close()
+            await self.flush_reports()
+        log.info("stopped: %d requests answered, %d with an error", self.handled, self.failed)
+        return 0
+
+    async def _consume(self, q: queue.Queue, session: aiohttp.ClientSession, upstream: Upstream) -> None:
+        slots = asyncio.Semaphore(self.settings.max_process_num)
+        stop = asyncio.ensure_future(self.stopping.wait())
+        try:
+            while not self.stopping.is_set():
+                await slots.acquire()
+                await self._rate_limit_gate()
+                receive = asyncio.ensure_future(q.consumer.receive())
+                await asyncio.wait({receive, stop}, return_when=asyncio.FIRST_COMPLETED)
+                if not receive.done():
+                    receive.cancel()
+                    slots.release()
+                    break
+                try:
+                    msg = receive.result()
+                except pulsar_async.PulsarException as exc:
+                    slots.release()
+                    log.warning("receive failed (the client reconnects): %s", exc)
+                    await asyncio.sleep(0.5)
+                    continue
+                task = asyncio.create_task(self._handle(q, session, upstream, msg))
+                self._inflight.add(task)
+                task.add_done_callback(lambda t: (self._inflight.discard(t), slots.release()))
+        finally:
+            stop.cancel()
+            await self._drain()
+
+    async def _drain(self) -> None:
+        """Let in-flight requests finish within the grace period; hand the others back to Pulsar."""
+        if not self._inflight:
+            return
+        log.info("stopping: %d requests in flight", len(self._inflight))
+        _, pending = await asyncio.wait(set(self._inflight), timeout=self.settings.shutdown_grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+
+    async def _rate_limit_gate(self) -> None:
+        delay = self._resume_at - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    def _back_off(self, seconds: float) -> None:
+        self._resume_at = max(self._resume_at, time.monotonic() + seconds)
+
+    # -- one request -----------------------------------------------------------------
+
+    async def _handle(self, q: queue.Queue, session: aiohttp.ClientSession, upstream: Upstream, msg: Any) -> None:
+        try:
+            try:
+                request = protocol.parse_request(msg.data())
+            except protocol.BadRequest as exc:
+                await self._refuse(session, exc)
+                await q.consumer.acknowledge(msg)
+                return
+            try:
+                if request.stream:
+                    usage = await self._stream(session, upstream, request)
+                else:
+                    usage = await self._complete(session, upstream, request)
+            except DeliveryError as exc:
+                if exc.gone or msg.redelivery_count() + 1 >= DELIVERY_ATTEMPTS:
+                    log.warning("request %s dropped: %s", request.request_id, exc)
+                    await q.consumer.acknowledge(msg)
+                else:
+                    log.warning("request %s handed back: %s", request.request_id, exc)
+                    q.consumer.negative_acknowledge(msg)
+                return
+            self.handled += 1
+            if usage is not None:
+                record = protocol.usage_record(
+                    request.request_id,
+                    usage,
+                    self.settings.model_name,
+                    self.settings.aimodel_name,
+                    self.settings.aimodel_namespace,
+                )
+                await q.producer.send(json.dumps(record, separators=(",", ":")).encode())
+            await q.consumer.acknowledge(msg)
+        except asyncio.CancelledError:
+            # Stopping before it was answered: another worker gets it.
+            q.consumer.negative_acknowledge(msg)
+            raise
+        except pulsar_async.PulsarException as exc:
+            # Not acknowledged: Pulsar hands it to a worker again.
+            log.warning("Pulsar failed while finishing a request: %s", exc)
+
+    async def _refuse(self, session: aiohttp.ClientSession, exc: protocol.BadRequest) -> None:
+        """A message that is not a request is dropped; its sender is told why if it can be."""
+        log.warning("dropping a message that is not a request: %s", exc)
+        if exc.request_id and exc.endpoint:
+            body = protocol.error_body(f"the worker could not read the request: {exc}", "invalid_request_error")
+            try:
+                await delivery.post(session, exc.endpoint, protocol.answer(exc.request_id, body))
+            except DeliveryError as err:
+                log.warning("could not tell %s: %s", exc.request_id, err)
+
+    def _failed(self, failure: Failure) -> None:
+        self.failed += 1
+        if failure.reason is not None:
+            self.report(failure.reason, failure.message)
+
+    async def _complete(
+        self, session: aiohttp.ClientSession, upstream: Upstream, request: Request
+    ) -> dict[str, Any] | None:
+        for attempt in range(RATE_LIMIT_RETRIES + 1):
+            await self._rate_limit_gate()
+            try:
+                doc = await upstream.complete(request.data)
+            except UpstreamFailure as exc:
+                failure = exc.failure
+                if failure.retry_after is not None and attempt < RATE_LIMIT_RETRIES:
+                    self._back_off(failure.retry_after)
+                    continue
+                self._failed(failure)
+                await delivery.post(session, request.endpoint, protocol.answer(request.request_id, failure.body))
+                return None
+            await delivery.post(session, request.endpoint, protocol.answer(request.request_id, doc))
+            return protocol.usage_of(doc)
+        raise AssertionError("unreachable")
+
+    async def _stream(
+        self, session: aiohttp.ClientSession, upstream: Upstream, request: Request
+    ) -> dict[str, Any] | None:
+        body, added = protocol.with_usage_requested(request.data)
+        out = delivery.Stream(session, request.endpoint)
+        usage: dict[str, Any] | None = None
+        try:
+            for attempt in range(RATE_LIMIT_RETRIES + 1):
+                await self._rate_limit_gate()
+                try:
+                    async for piece in upstream.stream(body):
+                        usage = protocol.usage_of(piece) or usage
+                        if added:
+                            # What the requester did not ask for: the usage-only chunk, the usage keys.
+                            if not piece.get("choices"):
+                                continue
+                            piece.pop("usage", None)
+                        await out.send(protocol.chunk(request.request_id, piece))
+                except UpstreamFailure as exc:
+                    failure = exc.failure
+                    if failure.retry_after is not None and attempt < RATE_LIMIT_RETRIES and out.sent == 0:
+                        self._back_off(failure.retry_after)
+                        continue
+                    self._failed(failure)
+                    await out.send(protocol.end(request.request_id, failure.body))
+                    return None
+                await out.send(protocol.end(request.request_id))
+                return usage
+        finally:
+            await out.close()
+        raise AssertionError("unreachable")

@@ -1,0 +1,284 @@
+"""The reference worker (aimodel-worker) end to end: requests through the real Pulsar standalone,
+answers to a stand-in gateway endpoint, a stand-in OpenAI-style API upstream, usage on the result
+topic, each upstream error turned into the AIModel's status, redelivery after a killed worker and
+a graceful stop. The worker runs as a local process with its Deployment's environment and its
+ServiceAccount's token."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+import uuid
+
+import pytest
+
+from kube_helpers import wait_for
+
+RES_TOPIC = "res-topic"
+
+
+@pytest.fixture(scope="module")
+def broker(cluster, pulsar) -> str:
+    _, local = cluster
+    url = local.fact("pulsar_url") if local is not None else os.environ.get("AIMODEL_TEST_PULSAR_URL", "")
+    if not url:
+        pytest.skip("an external cluster needs AIMODEL_TEST_PULSAR_URL for the worker tests")
+    return url
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    from standins.openai_api import OpenAIStandIn
+
+    with OpenAIStandIn(models=()) as api:
+        yield api
+
+
+@pytest.fixture(scope="module")
+def gateway():
+    from standins.endpoint import EndpointStandIn
+
+    with EndpointStandIn() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def pulsar_client(broker):
+    import pulsar
+
+    client = pulsar.Client(broker, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def served_operator(operator_process, broker):
+    """The operator giving workers the test Pulsar's URL (restored by the ``operator`` fixture later)."""
+    operator_process.stop()
+    operator_process.start({"PULSAR_URL": broker, "RES_TOPIC_NAME": RES_TOPIC})
+    return operator_process
+
+
+@pytest.fixture
+def model(served_operator, k, namespace, upstream, kubectl, kubeconfig, tmp_path):
+    """A remote AIModel served by the stand-in upstream; ``model.start()`` runs one of its workers."""
+    from standins.kubelet import WorkerProcess, worker_environment
+
+    name = "chat"
+    model_name = f"gpt-4o-{uuid.uuid4().hex[:6]}"
+    upstream.models.add(model_name)
+    k.apply(
+        {
+            "apiVersion": "model.youxam.com/v1alpha1",
+            "kind": "AIModel",
+            "metadata": {"name": name},
+            "spec": {
+                "type": "remote",
+                "model": model_name,
+                "baseURL": upstream.url,
+                "apiKey": upstream.api_key,
+                "image": "user/image:tag",
+                "maxProcessNum": 8,
+            },
+        }
+    )
+    wait_for("the model Running", lambda: (k.get("aimodel", name).get("status") or {}).get("state") == "Running")
+    processes: list[WorkerProcess] = []
+
+    class Model:
+        def __init__(self) -> None:
+            self.name = name
+            self.model_name = model_name
+            self.topic = f"persistent://public/default/model-{model_name}"
+            self.subscription = f"model-{model_name}-subscription"
+            self.rest_topic = f"persistent/public/default/model-{model_name}"  # the admin API's form
+            self.termination_log = tmp_path / f"{name}-termination-log"
+
+        def env(self) -> dict[str, str]:
+            return worker_environment(kubectl, kubeconfig, namespace, name, tmp_path)
+
+        def start(self, **overrides: str) -> WorkerProcess:
+            env = {**self.env(), **overrides}
+            proc = WorkerProcess(env, tmp_path / f"worker-{len(processes)}.log").start()
+            processes.append(proc)
+            return proc
+
+        def state(self) -> tuple[str | None, str | None]:
+            status = k.get("aimodel", name).get("status") or {}
+            return status.get("state"), status.get("message")
+
+    yield Model()
+    for proc in processes:
+        proc.stop()
+    upstream.mode = "ok"
+    upstream.delay = 0.0
+
+
+def request(model, gateway, *, stream: bool = False, text: str = "hello there", model_name: str | None = None):
+    rid = str(uuid.uuid4())
+    data = {"model": model_name or model.model_name, "messages": [{"role": "user", "content": text}]}
+    if stream:
+        data["stream"] = True
+    return rid, {
+        "request_id": rid,
+        "endpoint": gateway.ws_url if stream else gateway.post_url,
+        "stream": stream,
+        "data": data,
+    }
+
+
+def send(pulsar_client, model, message: dict) -> None:
+    producer = pulsar_client.create_producer(model.topic)
+    producer.send(json.dumps(message).encode())
+    producer.close()
+
+
+def test_answers_plain_and_streamed_requests_and_publishes_usage(model, gateway, pulsar_client, upstream):
+    results = pulsar_client.subscribe(RES_TOPIC, f"t-{uuid.uuid4().hex[:6]}")
+    worker = model.start()
+    plain_id, plain = request(model, gateway, text="what is the answer")
+    stream_id, streamed = request(model, gateway, stream=True, text="count to three")
+    send(pulsar_client, model, plain)
+    send(pulsar_client, model, streamed)
+
+    answer = gateway.answer(plain_id)
+    assert answer["data"]["object"] == "chat.completion"
+    assert answer["data"]["choices"][0]["message"]["content"] == "echo: what is the answer"
+    frames = gateway.stream(stream_id)
+    assert all(f["request_id"] == stream_id for f in frames)
+    assert [f["end"] for f in frames] == [False] * (len(frames) - 1) + [True]
+    assert "data" not in frames[-1]
+    text = "".join(f["data"]["choices"][0]["delta"].get("content", "") for f in frames[:-1])
+    assert text == "echo: count to three"
+    # The worker asked for usage on its own; the requester gets no usage chunk or key it did not ask for.
+    assert all(f["data"]["choices"] and "usage" not in f["data"] for f in frames[:-1])
+    # The API key came from the model's Secret, as a bearer token.
+    assert {s["authorization"] for s in upstream.seen[-2:]} == {f"Bearer {upstream.api_key}"}
+
+    records = {}
+    for _ in range(2):
+        msg = results.receive(timeout_millis=30000)
+        results.acknowledge(msg)
+        doc = json.loads(msg.data())
+        records[doc["request_id"]] = doc
+    assert records[plain_id] == {
+        "request_id": plain_id,
+        "usage": {"prompt_tokens": 4, "completion_tokens": 5, "total_tokens": 9},
+        "model": model.model_name,
+        "ai_model_name": model.name,
+        "ai_model_namespace": records[plain_id]["ai_model_namespace"],
+    }
+    assert records[plain_id]["ai_model_namespace"].startswith("t-")
+    assert records[stream_id]["usage"] == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+    assert model.state()[0] == "Running"
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0, worker.log_tail()
+
+
+@pytest.mark.parametrize(
+    ("mode", "reason", "message"),
+    [
+        ("revoked", "AuthenticationError", "Incorrect API key provided"),
+        ("quota", "APIQuotaExceededError", "You exceeded your current quota"),
+        ("unknown-model", "ConfigurationError", "does not exist or you do not have access to it"),
+        ("forbidden", "GeneralError", "Project does not have access to this API."),
+    ],
+)
+def test_an_upstream_error_fails_the_model_and_answers_the_requester(
+    model, gateway, pulsar_client, upstream, k, mode, reason, message
+):
+    worker = model.start()
+    if mode == "unknown-model":
+        upstream.models.discard(model.model_name)
+    else:
+        upstream.mode = mode
+    for stream in (False, True):
+        rid, msg = request(model, gateway, stream=stream)
+        send(pulsar_client, model, msg)
+        if stream:
+            frames = gateway.stream(rid)
+            error = frames[-1]["data"]["error"]
+            assert frames[-1]["end"] is True
+        else:
+            error = gateway.answer(rid)["data"]["error"]
+        assert message in error["message"], error
+
+    state = wait_for(f"Failed with {reason}", lambda: model.state()[0] == "Failed" and model.state())
+    assert state[1].startswith(f"{reason}: ") and message in state[1], state
+    # The pod's termination message says the same, for when the worker exits.
+    assert model.termination_log.read_text().startswith(f"{reason}: ")
+
+    # Fixed upstream, the next spec change clears it; the worker answers again.
+    upstream.mode = "ok"
+    upstream.models.add(model.model_name)
+    k("patch", "aimodel", model.name, "--type=merge", "-p", '{"spec":{"maxProcessNum":9}}')
+    wait_for("Running again", lambda: model.state()[0] == "Running")
+    rid, msg = request(model, gateway)
+    send(pulsar_client, model, msg)
+    assert gateway.answer(rid)["data"]["object"] == "chat.completion"
+    worker.stop()
+
+
+def test_a_rate_limit_backs_off_without_failing_the_model(model, gateway, pulsar_client, upstream, k):
+    worker = model.start()
+    upstream.mode = "rate_limited"
+    upstream.rate_limited_times = 3
+    calls = upstream.calls
+    rid, msg = request(model, gateway)
+    send(pulsar_client, model, msg)
+    assert gateway.answer(rid)["data"]["object"] == "chat.completion"
+    assert upstream.calls - calls == 4, "three 429s, each waited out (retry-after-ms), then the answer"
+    events = k.json("get", "events", "--field-selector", "type=Warning")["items"]
+    assert not [e for e in events if e["involvedObject"].get("name") == model.name], events
+    assert model.state()[0] == "Running"
+    worker.stop()
+
+
+def test_pulsar_unreachable_at_start_fails_the_model(model):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    worker = model.start(PULSAR_URL=f"pulsar://127.0.0.1:{dead}")
+    assert worker.wait(timeout=60) == 1, worker.log_tail()
+    state = wait_for("Failed", lambda: model.state()[0] == "Failed" and model.state())
+    assert state[1].startswith("MessageQueueConnectionError: ") and str(dead) in state[1], state
+    assert model.termination_log.read_text().startswith("MessageQueueConnectionError: ")
+
+
+def test_a_request_in_flight_on_a_killed_worker_is_answered_by_another(model, gateway, pulsar_client, upstream, pulsar):
+    from devcluster import pulsar as pulsar_mod
+
+    first = model.start()
+    upstream.delay = 30.0
+    rid, msg = request(model, gateway)
+    send(pulsar_client, model, msg)
+    wait_for("the request in flight upstream", lambda: upstream.inflight == 1, timeout=30)
+    first.signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    upstream.delay = 0.0
+    model.start()
+    assert gateway.answer(rid, timeout=60)["data"]["object"] == "chat.completion"
+    wait_for("the backlog drained", lambda: pulsar_mod.backlog(pulsar, model.rest_topic, model.subscription) == 0)
+
+
+def test_sigterm_finishes_the_requests_in_flight(model, gateway, pulsar_client, upstream, pulsar):
+    from devcluster import pulsar as pulsar_mod
+
+    worker = model.start()
+    upstream.delay = 2.0
+    ids = []
+    for _ in range(3):
+        rid, msg = request(model, gateway)
+        send(pulsar_client, model, msg)
+        ids.append(rid)
+    wait_for("three requests in flight", lambda: upstream.inflight == 3, timeout=30)
+    started = time.monotonic()
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0, worker.log_tail()
+    assert time.monotonic() - started < 10
+    for rid in ids:
+        assert gateway.answer(rid, timeout=1)["data"]["object"] == "chat.completion"
+    assert pulsar_mod.backlog(pulsar, model.rest_topic, model.subscription) == 0
