@@ -8,6 +8,7 @@ as it is. Otherwise the local cluster (hack/devcluster) is started in
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 import uuid
@@ -142,3 +143,56 @@ def recorded_operator(crds_installed, operator_process, kubeconfig, tmp_path):
             return op, proxy
 
         yield start
+
+
+@pytest.fixture(scope="session")
+def broker(cluster, pulsar) -> str:
+    """The Pulsar broker URL (pulsar://) of the test cluster's Pulsar."""
+    _, local = cluster
+    url = local.fact("pulsar_url") if local is not None else os.environ.get("AIMODEL_TEST_PULSAR_URL", "")
+    if not url:
+        pytest.skip("an external cluster needs AIMODEL_TEST_PULSAR_URL for the worker tests")
+    return url
+
+
+@pytest.fixture(scope="session")
+def upstream():
+    """The stand-in OpenAI-style API (models are added by the tests that use them)."""
+    from standins.openai_api import OpenAIStandIn
+
+    with OpenAIStandIn(models=()) as api:
+        yield api
+
+
+@pytest.fixture
+def healthy_upstream(upstream):
+    """The stand-in upstream, answering normally again after the test."""
+    yield upstream
+    upstream.mode = "ok"
+    upstream.delay = 0.0
+
+
+@pytest.fixture(scope="session")
+def gateway():
+    """The stand-in API gateway endpoints the workers answer to."""
+    from standins.endpoint import EndpointStandIn
+
+    with EndpointStandIn() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def send_requests(broker):
+    """``send_requests(topic, messages)``: queue request messages as the gateway does."""
+    import pulsar
+
+    client = pulsar.Client(broker, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
+
+    def send(topic: str, messages: list[dict]) -> None:
+        producer = client.create_producer(topic)
+        for message in messages:
+            producer.send(json.dumps(message).encode())
+        producer.close()
+
+    yield send
+    client.close()

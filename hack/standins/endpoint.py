@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -32,6 +33,15 @@ class EndpointStandIn(Served):
     @property
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/res/ws"
+
+    def request(self, model: str, text: str = "hello there", stream: bool = False) -> tuple[str, dict[str, Any]]:
+        """A request as the gateway queues it on ``model-<model>``, answered here: (request_id, message)."""
+        rid = str(uuid.uuid4())
+        data: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": text}]}
+        if stream:
+            data["stream"] = True
+        endpoint = self.ws_url if stream else self.post_url
+        return rid, {"request_id": rid, "endpoint": endpoint, "stream": stream, "data": data}
 
     async def _post(self, request: web.Request) -> web.Response:
         try:

@@ -1,9 +1,12 @@
 """The whole autoscaling loop, for real: requests queued on Pulsar -> KEDA's scaler and metrics
-adapter -> the HPA controller -> the Deployment's replicas -> a consumer drains -> back down.
+adapter -> the HPA controller -> the Deployment's replicas -> the reference worker (aimodel-worker)
+drains them, answering every request -> back down.
 
 Real Pulsar standalone, the real KEDA operator and adapter (through the APIService), the real
 HPA controller; the operator talks to the API server through a recording proxy so that its
-writes to the Deployment can be counted.
+writes to the Deployment can be counted. The worker runs as a local process with the
+Deployment's environment and ServiceAccount token, against the stand-in OpenAI-style API and
+gateway endpoint.
 """
 
 from __future__ import annotations
@@ -25,28 +28,55 @@ QUEUED = 10  # -> ceil(10 / 2) = 5 workers
 
 
 @pytest.fixture
-def scaling_operator(recorded_operator, keda, pulsar):
-    """The operator with Pulsar's admin URL, on a cluster running KEDA, behind a recording proxy."""
-    return recorded_operator({"PULSAR_ADMIN_URL": pulsar})
+def scaling_operator(recorded_operator, keda, pulsar, broker):
+    """The operator with Pulsar's admin and broker URLs, on a cluster running KEDA, behind a recording proxy."""
+    return recorded_operator({"PULSAR_ADMIN_URL": pulsar, "PULSAR_URL": broker})
 
 
 @pytest.fixture
-def queue(pulsar) -> tuple[str, str, str]:
+def queue(pulsar, upstream) -> tuple[str, str, str]:
     """A model of its own and its workers' subscription on model-<model>: (model, topic, subscription)."""
     model = f"loop-{uuid.uuid4().hex[:8]}"
+    upstream.models.add(model)
     topic, subscription = f"persistent/public/default/model-{model}", f"model-{model}-subscription"
     pulsar_mod.subscribe(pulsar, topic, subscription)
     return model, topic, subscription
 
 
-def _aimodel(model: str, **spec) -> dict:
+@pytest.fixture
+def workers(kubectl, kubeconfig, namespace, tmp_path):
+    """``workers.start()``: the reference worker, as a pod of the model's Deployment would run it."""
+    from standins.kubelet import WorkerProcess, worker_environment
+
+    started: list[WorkerProcess] = []
+
+    class Workers:
+        def start(self) -> WorkerProcess:
+            env = worker_environment(kubectl, kubeconfig, namespace, "scaler", tmp_path)
+            proc = WorkerProcess(env, tmp_path / f"worker-{len(started)}.log").start()
+            started.append(proc)
+            return proc
+
+    yield Workers()
+    for proc in started:
+        proc.stop()
+
+
+def _requests(gateway, model: str, count: int) -> tuple[list[str], list[dict]]:
+    pairs = [gateway.request(model, f"request {i}") for i in range(count)]
+    return [rid for rid, _ in pairs], [msg for _, msg in pairs]
+
+
+def _aimodel(model: str, upstream, **spec) -> dict:
     return {
         "apiVersion": "model.youxam.com/v1alpha1",
         "kind": "AIModel",
         "metadata": {"name": "scaler"},
         "spec": {
-            "type": "local",
+            "type": "remote",
             "model": model,
+            "baseURL": upstream.url,
+            "apiKey": upstream.api_key,
             "image": "user/image:tag",
             "msgBacklogThreshold": THRESHOLD,
             "pollingInterval": 1,
@@ -84,10 +114,12 @@ def _deployment_writes(proxy: FaultProxy, namespace: str, since: float) -> list:
     return [r for r in proxy.writes(since) if r.path.startswith(prefix)]
 
 
-def test_backlog_scales_the_workers_up_and_the_drain_scales_them_down(scaling_operator, pulsar, queue, k, namespace):
+def test_backlog_scales_the_workers_up_and_the_drain_scales_them_down(
+    scaling_operator, pulsar, queue, k, namespace, upstream, gateway, send_requests, workers
+):
     op, proxy = scaling_operator
     model, topic, subscription = queue
-    k.apply(_aimodel(model, maxReplicas=6, scaleDownStabilizationWindowSeconds=0))
+    k.apply(_aimodel(model, upstream, maxReplicas=6, scaleDownStabilizationWindowSeconds=0))
     wait_for("the Deployment", lambda: _replicas(k) is not None, timeout=30)
     wait_for("KEDA's HPA", lambda: k.get("hpa", "keda-hpa-scaler-scaledobject"), timeout=60)
     # The HPA reads the real backlog through KEDA's metrics adapter: a value, not <unknown>.
@@ -95,7 +127,8 @@ def test_backlog_scales_the_workers_up_and_the_drain_scales_them_down(scaling_op
     assert _replicas(k) == 1
     settled = time.monotonic()
 
-    pulsar_mod.publish(pulsar, topic, subscription, QUEUED)
+    ids, messages = _requests(gateway, model, QUEUED)
+    send_requests(f"persistent://{topic.split('/', 1)[1]}", messages)
     queued = time.monotonic()
     assert pulsar_mod.backlog(pulsar, topic, subscription) == QUEUED
     # Per worker, as the HPA counts them: 10 queued over the replicas it has seen (1, or 5 already).
@@ -141,10 +174,13 @@ def test_backlog_scales_the_workers_up_and_the_drain_scales_them_down(scaling_op
     assert dep["metadata"]["generation"] == generation + 1
     assert len(_deployment_writes(proxy, namespace, before)) == 1
 
-    # A consumer drains the backlog; the HPA scales back down to the minimum.
-    assert pulsar_mod.consume(pulsar, topic, subscription, QUEUED) == QUEUED
-    drained = time.monotonic()
+    # The reference worker drains the backlog, answering every request; the HPA scales back down.
+    worker = workers.start()
+    for rid in ids:
+        assert gateway.answer(rid, timeout=60)["data"]["choices"][0]["message"]["content"].startswith("echo: request")
     wait_for("an empty backlog", lambda: pulsar_mod.backlog(pulsar, topic, subscription) == 0, timeout=30)
+    drained = time.monotonic()
+    worker.stop()
     wait_for("1 replica (minReplicas)", lambda: _replicas(k) == 1, timeout=90)
     scaled_down = time.monotonic()
     print(
@@ -158,11 +194,11 @@ def test_backlog_scales_the_workers_up_and_the_drain_scales_them_down(scaling_op
 
 
 def test_min_replicas_zero_sleeps_when_idle_and_wakes_on_the_first_request(
-    scaling_operator, pulsar, queue, k, namespace
+    scaling_operator, pulsar, queue, k, namespace, upstream, gateway, send_requests, workers
 ):
     _op, proxy = scaling_operator
     model, topic, subscription = queue
-    k.apply(_aimodel(model, minReplicas=0, cooldownPeriod=1))
+    k.apply(_aimodel(model, upstream, minReplicas=0, cooldownPeriod=1))
 
     wait_for("KEDA to scale the idle model to zero", lambda: _replicas(k) == 0, timeout=90)
     mark = time.monotonic()
@@ -179,14 +215,19 @@ def test_min_replicas_zero_sleeps_when_idle_and_wakes_on_the_first_request(
     assert autoscaling["status"] == "True"
 
     queued = time.monotonic()
-    pulsar_mod.publish(pulsar, topic, subscription, 1)
+    ids, messages = _requests(gateway, model, 1)
+    send_requests(f"persistent://{topic.split('/', 1)[1]}", messages)
     wait_for("the first request to start a worker", lambda: (_replicas(k) or 0) >= 1, timeout=60)
     woke = time.monotonic()
     wait_for("Ready=True with a ready worker", lambda: _condition(k, "Ready").get("reason") == "WorkersReady")
     assert _condition(k, "Ready")["status"] == "True"
 
-    assert pulsar_mod.consume(pulsar, topic, subscription, 1) == 1
+    # The worker KEDA woke answers it.
+    worker = workers.start()
+    assert gateway.answer(ids[0], timeout=60)["data"]["object"] == "chat.completion"
+    wait_for("an empty backlog", lambda: pulsar_mod.backlog(pulsar, topic, subscription) == 0, timeout=30)
     drained = time.monotonic()
+    worker.stop()
     wait_for("back to zero after the cooldown", lambda: _replicas(k) == 0, timeout=90)
     slept = time.monotonic()
     print(f"\nwoke {woke - queued:.1f}s after the first request; back to zero {slept - drained:.1f}s after the drain")

@@ -7,7 +7,6 @@ ServiceAccount's token."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import time
@@ -18,31 +17,6 @@ import pytest
 from kube_helpers import wait_for
 
 RES_TOPIC = "res-topic"
-
-
-@pytest.fixture(scope="module")
-def broker(cluster, pulsar) -> str:
-    _, local = cluster
-    url = local.fact("pulsar_url") if local is not None else os.environ.get("AIMODEL_TEST_PULSAR_URL", "")
-    if not url:
-        pytest.skip("an external cluster needs AIMODEL_TEST_PULSAR_URL for the worker tests")
-    return url
-
-
-@pytest.fixture(scope="module")
-def upstream():
-    from standins.openai_api import OpenAIStandIn
-
-    with OpenAIStandIn(models=()) as api:
-        yield api
-
-
-@pytest.fixture(scope="module")
-def gateway():
-    from standins.endpoint import EndpointStandIn
-
-    with EndpointStandIn() as endpoint:
-        yield endpoint
 
 
 @pytest.fixture
@@ -63,7 +37,8 @@ def served_operator(operator_process, broker):
 
 
 @pytest.fixture
-def model(served_operator, k, namespace, upstream, kubectl, kubeconfig, tmp_path):
+def model(served_operator, k, namespace, healthy_upstream, kubectl, kubeconfig, tmp_path):
+    upstream = healthy_upstream
     """A remote AIModel served by the stand-in upstream; ``model.start()`` runs one of its workers."""
     from standins.kubelet import WorkerProcess, worker_environment
 
@@ -113,36 +88,21 @@ def model(served_operator, k, namespace, upstream, kubectl, kubeconfig, tmp_path
     yield Model()
     for proc in processes:
         proc.stop()
-    upstream.mode = "ok"
-    upstream.delay = 0.0
 
 
-def request(model, gateway, *, stream: bool = False, text: str = "hello there", model_name: str | None = None):
-    rid = str(uuid.uuid4())
-    data = {"model": model_name or model.model_name, "messages": [{"role": "user", "content": text}]}
-    if stream:
-        data["stream"] = True
-    return rid, {
-        "request_id": rid,
-        "endpoint": gateway.ws_url if stream else gateway.post_url,
-        "stream": stream,
-        "data": data,
-    }
+def request(model, gateway, *, stream: bool = False, text: str = "hello there"):
+    return gateway.request(model.model_name, text, stream)
 
 
-def send(pulsar_client, model, message: dict) -> None:
-    producer = pulsar_client.create_producer(model.topic)
-    producer.send(json.dumps(message).encode())
-    producer.close()
-
-
-def test_answers_plain_and_streamed_requests_and_publishes_usage(model, gateway, pulsar_client, upstream):
+def test_answers_plain_and_streamed_requests_and_publishes_usage(
+    model, gateway, pulsar_client, send_requests, upstream
+):
     results = pulsar_client.subscribe(RES_TOPIC, f"t-{uuid.uuid4().hex[:6]}")
     worker = model.start()
     plain_id, plain = request(model, gateway, text="what is the answer")
     stream_id, streamed = request(model, gateway, stream=True, text="count to three")
-    send(pulsar_client, model, plain)
-    send(pulsar_client, model, streamed)
+    send_requests(model.topic, [plain])
+    send_requests(model.topic, [streamed])
 
     answer = gateway.answer(plain_id)
     assert answer["data"]["object"] == "chat.completion"
@@ -188,7 +148,7 @@ def test_answers_plain_and_streamed_requests_and_publishes_usage(model, gateway,
     ],
 )
 def test_an_upstream_error_fails_the_model_and_answers_the_requester(
-    model, gateway, pulsar_client, upstream, k, mode, reason, message
+    model, gateway, send_requests, upstream, k, mode, reason, message
 ):
     worker = model.start()
     if mode == "unknown-model":
@@ -197,7 +157,7 @@ def test_an_upstream_error_fails_the_model_and_answers_the_requester(
         upstream.mode = mode
     for stream in (False, True):
         rid, msg = request(model, gateway, stream=stream)
-        send(pulsar_client, model, msg)
+        send_requests(model.topic, [msg])
         if stream:
             frames = gateway.stream(rid)
             error = frames[-1]["data"]["error"]
@@ -217,18 +177,18 @@ def test_an_upstream_error_fails_the_model_and_answers_the_requester(
     k("patch", "aimodel", model.name, "--type=merge", "-p", '{"spec":{"maxProcessNum":9}}')
     wait_for("Running again", lambda: model.state()[0] == "Running")
     rid, msg = request(model, gateway)
-    send(pulsar_client, model, msg)
+    send_requests(model.topic, [msg])
     assert gateway.answer(rid)["data"]["object"] == "chat.completion"
     worker.stop()
 
 
-def test_a_rate_limit_backs_off_without_failing_the_model(model, gateway, pulsar_client, upstream, k):
+def test_a_rate_limit_backs_off_without_failing_the_model(model, gateway, send_requests, upstream, k):
     worker = model.start()
     upstream.mode = "rate_limited"
     upstream.rate_limited_times = 3
     calls = upstream.calls
     rid, msg = request(model, gateway)
-    send(pulsar_client, model, msg)
+    send_requests(model.topic, [msg])
     assert gateway.answer(rid)["data"]["object"] == "chat.completion"
     assert upstream.calls - calls == 4, "three 429s, each waited out (retry-after-ms), then the answer"
     events = k.json("get", "events", "--field-selector", "type=Warning")["items"]
@@ -248,13 +208,13 @@ def test_pulsar_unreachable_at_start_fails_the_model(model):
     assert model.termination_log.read_text().startswith("MessageQueueConnectionError: ")
 
 
-def test_a_request_in_flight_on_a_killed_worker_is_answered_by_another(model, gateway, pulsar_client, upstream, pulsar):
+def test_a_request_in_flight_on_a_killed_worker_is_answered_by_another(model, gateway, send_requests, upstream, pulsar):
     from devcluster import pulsar as pulsar_mod
 
     first = model.start()
     upstream.delay = 30.0
     rid, msg = request(model, gateway)
-    send(pulsar_client, model, msg)
+    send_requests(model.topic, [msg])
     wait_for("the request in flight upstream", lambda: upstream.inflight == 1, timeout=30)
     first.signal(signal.SIGKILL)
     first.wait(timeout=10)
@@ -264,7 +224,7 @@ def test_a_request_in_flight_on_a_killed_worker_is_answered_by_another(model, ga
     wait_for("the backlog drained", lambda: pulsar_mod.backlog(pulsar, model.rest_topic, model.subscription) == 0)
 
 
-def test_sigterm_finishes_the_requests_in_flight(model, gateway, pulsar_client, upstream, pulsar):
+def test_sigterm_finishes_the_requests_in_flight(model, gateway, send_requests, upstream, pulsar):
     from devcluster import pulsar as pulsar_mod
 
     worker = model.start()
@@ -272,7 +232,7 @@ def test_sigterm_finishes_the_requests_in_flight(model, gateway, pulsar_client, 
     ids = []
     for _ in range(3):
         rid, msg = request(model, gateway)
-        send(pulsar_client, model, msg)
+        send_requests(model.topic, [msg])
         ids.append(rid)
     wait_for("three requests in flight", lambda: upstream.inflight == 3, timeout=30)
     started = time.monotonic()
