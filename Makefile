@@ -74,6 +74,10 @@ cluster-status: setup ## Show the local cluster's processes, memory and nodes.
 demo: setup ## Local cluster + KEDA + operator + the seed's sample, its error path and recovery, shown step by step.
 	PYTHONPATH=hack $(BIN)/python hack/demo.py
 
+.PHONY: bench-worker
+bench-worker: setup ## Measure the reference worker's requests per second at MAX_PROCESS_NUM 1, 16, 256 (real Pulsar).
+	PYTHONPATH=hack $(BIN)/python hack/bench_worker.py
+
 .PHONY: bench
 bench: setup ## Measure latency, convergence of MODELS (default 1000) AIModels, writes and memory on a throwaway local cluster.
 	PYTHONPATH=hack $(BIN)/python hack/bench.py --models $(or $(MODELS),1000)

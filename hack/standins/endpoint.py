@@ -24,6 +24,8 @@ class EndpointStandIn(Served):
         self.answers: dict[str, list[dict[str, Any]]] = {}
         self.frames: dict[str, list[dict[str, Any]]] = {}
         self.ended: set[str] = set()
+        # request_id -> when its (first) whole answer or end frame arrived (time.monotonic()).
+        self.answered_at: dict[str, float] = {}
         self._changed = threading.Condition()
 
     @property
@@ -50,6 +52,7 @@ class EndpointStandIn(Served):
             return web.json_response({"error": "invalid JSON"}, status=400)
         with self._changed:
             self.answers.setdefault(str(doc.get("request_id")), []).append(doc)
+            self.answered_at.setdefault(str(doc.get("request_id")), time.monotonic())
             self._changed.notify_all()
         return web.json_response({"status": "ok"})
 
@@ -65,6 +68,7 @@ class EndpointStandIn(Served):
                 self.frames.setdefault(rid, []).append(doc)
                 if doc.get("end"):
                     self.ended.add(rid)
+                    self.answered_at.setdefault(rid, time.monotonic())
                 self._changed.notify_all()
         return ws
 
