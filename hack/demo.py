@@ -3,8 +3,10 @@
 Starts the local cluster (building it on first use) with KEDA, installs the
 CRD, runs the operator in the background, applies the seed's sample and shows
 what it becomes; then fails it the way a worker pod would and heals it with a
-spec change; makes its workers crash-loop and heals them; and runs the
-autoscaling loop (requests queued on Pulsar, KEDA, the HPA, a drain).
+spec change; makes its workers crash-loop and heals them; sends a request through Pulsar to the
+reference worker (aimodel-worker) and shows the answer and the usage it publishes; and runs the
+autoscaling loop (requests queued on Pulsar, KEDA, the HPA, the reference worker draining them).
+The OpenAI-style API the worker calls and the gateway endpoint it answers are local stand-ins.
 Everything keeps running afterwards for exploration.
 """
 
@@ -20,6 +22,9 @@ from pathlib import Path
 
 from devcluster import pulsar
 from devcluster.cluster import Cluster, ClusterError, free_port
+from standins.endpoint import EndpointStandIn
+from standins.kubelet import WorkerProcess, worker_environment
+from standins.openai_api import OpenAIStandIn
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "config" / "samples" / "model_v1alpha1_aimodel_local.yaml"
@@ -140,6 +145,77 @@ def worker_health(cluster: Cluster) -> None:
 
 KEDA_SAMPLE = "ai-model-keda-sample"
 QUEUED = 10
+WORKER_SAMPLE = "ai-model-worker-sample"
+
+
+def start_worker(cluster: Cluster, name: str, **env: str) -> WorkerProcess:
+    """The reference worker as a pod of ``name``'s Deployment would run it (its env, its token)."""
+    pod_env = worker_environment(cluster.kubectl, cluster.kubeconfig, "default", name, cluster.dir / "workers")
+    log = cluster.dir / "logs" / f"worker-{name}.log"
+    print(f"$ aimodel-worker    # the env of {name}-deployment, its ServiceAccount's token; log {log}", flush=True)
+    return WorkerProcess({**pod_env, **env}, log).start()
+
+
+def queue_requests(cluster: Cluster, topic: str, messages: list[dict]) -> None:
+    """What the API gateway does: each request as a message on model-<model>."""
+    import pulsar as pulsar_client
+
+    client = pulsar_client.Client(
+        cluster.fact("pulsar_url"), logger=pulsar_client.ConsoleLogger(pulsar_client.LoggerLevel.Warn)
+    )
+    producer = client.create_producer(topic, block_if_queue_full=True)
+    for message in messages:
+        producer.send(json.dumps(message).encode())
+    producer.close()
+    client.close()
+
+
+def one_request(cluster: Cluster, api: OpenAIStandIn, gateway: EndpointStandIn) -> None:
+    import pulsar as pulsar_client
+
+    step("The reference worker answers a request queued on Pulsar (aimodel-worker)")
+    print(f"stand-ins: an OpenAI-style API at {api.url}, the gateway's answer endpoint at {gateway.post_url}")
+    api.models.add("gpt-4o-mini")
+    model = {
+        "apiVersion": "model.youxam.com/v1alpha1",
+        "kind": "AIModel",
+        "metadata": {"name": WORKER_SAMPLE},
+        "spec": {
+            "type": "remote",
+            "model": "gpt-4o-mini",
+            "baseURL": api.url,
+            "apiKey": api.api_key,
+            "image": "aimodel-worker:latest",
+            "replicas": 1,
+        },
+    }
+    print(f"$ kubectl apply -f -    # {WORKER_SAMPLE}: remote, gpt-4o-mini, baseURL {api.url}", flush=True)
+    print(cluster.kubectl("apply", "-f", "-", input=json.dumps(model)), end="", flush=True)
+    wait("state Running", lambda: aimodel_field(cluster, WORKER_SAMPLE, ".status.state") == "Running")
+    client = pulsar_client.Client(
+        cluster.fact("pulsar_url"), logger=pulsar_client.ConsoleLogger(pulsar_client.LoggerLevel.Warn)
+    )
+    # A subscription of the demo's own, gone afterwards (a durable one would keep collecting records).
+    results = client.subscribe(
+        "res-topic", f"demo-usage-{os.getpid()}", initial_position=pulsar_client.InitialPosition.Latest
+    )
+    worker = start_worker(cluster, WORKER_SAMPLE)
+    try:
+        rid, message = gateway.request("gpt-4o-mini", "What does the AI Model Operator do?")
+        print("queued on model-gpt-4o-mini, as the API gateway does:")
+        print(f"  {json.dumps(message)}", flush=True)
+        queue_requests(cluster, "persistent://public/default/model-gpt-4o-mini", [message])
+        answer = gateway.answer(rid, timeout=60)
+        print(f"the answer POSTed to {gateway.post_url}:")
+        print(f"  {json.dumps(answer)}")
+        record = results.receive(timeout_millis=30000)
+        results.acknowledge(record)
+        print("the usage record on res-topic:")
+        print(f"  {record.data().decode()}", flush=True)
+    finally:
+        worker.stop()
+        results.unsubscribe()
+        client.close()
 
 
 def hpa_targets(cluster: Cluster) -> str:
@@ -155,7 +231,7 @@ def hpa_targets(cluster: Cluster) -> str:
     return row[start:end].strip() or "-"
 
 
-def autoscaling_loop(cluster: Cluster, admin: str) -> None:
+def autoscaling_loop(cluster: Cluster, admin: str, api: OpenAIStandIn, gateway: EndpointStandIn) -> None:
     topic, subscription = "persistent/public/default/model-TinyLlama-1.1B", "model-TinyLlama-1.1B-subscription"
     rows: list[tuple[str, ...]] = []
 
@@ -183,7 +259,13 @@ def autoscaling_loop(cluster: Cluster, admin: str) -> None:
     )
     wait("KEDA's HPA", lambda: hpa_targets(cluster) not in ("-", "<unknown>/2 (avg)"))
     snapshot("idle")
-    pulsar.publish(admin, topic, subscription, QUEUED)
+    api.models.add("TinyLlama-1.1B")
+    ids, messages = [], []
+    for i in range(QUEUED):
+        rid, message = gateway.request("TinyLlama-1.1B", f"request {i}")
+        ids.append(rid)
+        messages.append(message)
+    queue_requests(cluster, f"persistent://{topic.split('/', 1)[1]}", messages)
     print(f"queued {QUEUED} requests on {topic} (msgBacklogThreshold 2: {QUEUED // 2} workers wanted)", flush=True)
     wait("the HPA to see the backlog", lambda: hpa_targets(cluster) == f"{QUEUED}/2 (avg)", timeout=60)
     snapshot("queued")
@@ -192,9 +274,15 @@ def autoscaling_loop(cluster: Cluster, admin: str) -> None:
     wait("the HPA to count 5 workers", lambda: hpa_targets(cluster) == "2/2 (avg)", timeout=60)
     snapshot("scaled up")
     show(cluster, "get", "hpa")
-    print("a worker drains the queue (a plain Pulsar consumer here)", flush=True)
-    pulsar.consume(admin, topic, subscription, QUEUED)
-    wait("an empty backlog", lambda: pulsar.backlog(admin, topic, subscription) == 0)
+    # A local model: the worker calls the model server of its pod (LOCAL_API_URL), the stand-in here.
+    worker = start_worker(cluster, KEDA_SAMPLE, LOCAL_API_URL=api.url)
+    try:
+        for rid in ids:
+            gateway.answer(rid, timeout=60)
+        wait("an empty backlog", lambda: pulsar.backlog(admin, topic, subscription) == 0)
+    finally:
+        worker.stop()
+    print(f"the reference worker answered all {QUEUED} requests", flush=True)
     wait("the HPA to see it", lambda: hpa_targets(cluster) == "0/2 (avg)", timeout=60)
     snapshot("drained")
     wait("1 worker", lambda: aimodel_field(cluster, KEDA_SAMPLE, ".status.replicas") == "1", timeout=120)
@@ -244,7 +332,9 @@ def main() -> None:
     worker_health(cluster)
 
     admin = cluster.fact("pulsar_admin_url")
-    autoscaling_loop(cluster, admin)
+    with OpenAIStandIn(models=()) as api, EndpointStandIn() as gateway:
+        one_request(cluster, api, gateway)
+        autoscaling_loop(cluster, admin, api, gateway)
 
     step("Done. Keep exploring:")
     print(f"  export KUBECONFIG={cluster.kubeconfig}")

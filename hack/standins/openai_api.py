@@ -4,7 +4,8 @@ Behaviour is set on the object while it runs: ``mode`` ("ok", "revoked" -> 401 i
 "quota" -> 429 insufficient_quota, "forbidden" -> 403, "broken" -> 500, "rate_limited" -> 429
 rate_limit_exceeded for the next ``rate_limited_times`` calls, then ok), ``models`` (others get
 404 model_not_found), ``delay`` (seconds before answering; streams pause as long between chunks).
-The answer echoes the last user message; tokens are counted as words.
+The answer echoes the last user message; tokens are counted as words. A request with a bearer
+key must carry ``api_key``; one without is served as a local model server (in the pod) would.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ class OpenAIStandIn(Served):
         if self.delay:
             await asyncio.sleep(self.delay)
         key = auth.removeprefix("Bearer ")
-        if self.mode == "revoked" or (self.api_key and key != self.api_key):
+        # A key must be the right one; a request without one is taken for a local model server's.
+        if self.mode == "revoked" or (key and key != self.api_key):
             shown = f"{key[:3]}***{key[-4:]}" if len(key) > 8 else "***"
             return _error(
                 401,
