@@ -242,3 +242,34 @@ def test_sigterm_finishes_the_requests_in_flight(model, gateway, send_requests, 
     for rid in ids:
         assert gateway.answer(rid, timeout=1)["data"]["object"] == "chat.completion"
     assert pulsar_mod.backlog(pulsar, model.rest_topic, model.subscription) == 0
+
+
+def test_a_local_model_is_served_by_the_model_server_in_its_pod(
+    served_operator, k, namespace, healthy_upstream, gateway, send_requests, kubectl, kubeconfig, tmp_path
+):
+    """NODE_TYPE=local: the worker calls LOCAL_API_URL (the pod's own model server, the stand-in
+    here) with no key, and answers like a remote one."""
+    from standins.kubelet import WorkerProcess, worker_environment
+
+    model_name = f"tinyllama-{uuid.uuid4().hex[:6]}"
+    healthy_upstream.models.add(model_name)
+    k.apply(
+        {
+            "apiVersion": "model.youxam.com/v1alpha1",
+            "kind": "AIModel",
+            "metadata": {"name": "local"},
+            "spec": {"type": "local", "model": model_name, "image": "user/image:tag"},
+        }
+    )
+    wait_for("Running", lambda: (k.get("aimodel", "local").get("status") or {}).get("state") == "Running")
+    env = worker_environment(kubectl, kubeconfig, namespace, "local", tmp_path)
+    assert env["NODE_TYPE"] == "local" and env["API_KEY"] == ""
+    worker = WorkerProcess({**env, "LOCAL_API_URL": healthy_upstream.url}, tmp_path / "local-worker.log").start()
+    try:
+        rid, msg = gateway.request(model_name, "hi local")
+        send_requests(f"persistent://public/default/model-{model_name}", [msg])
+        assert gateway.answer(rid)["data"]["choices"][0]["message"]["content"] == "echo: hi local"
+        seen = [s for s in healthy_upstream.seen if s["body"].get("model") == model_name]
+        assert seen and seen[-1]["authorization"] == ""
+    finally:
+        worker.stop()
