@@ -11,7 +11,11 @@ real process, then measures:
 - the operator's resident memory with N AIModels,
 - API writes while nothing changes, and after a restart,
 - the operator's resident memory once every model runs 3 worker pods (its pod cache),
-- the operator's writes per minute for a model whose 3 pods crash-loop.
+- the operator's writes per minute for a model whose 3 pods crash-loop,
+- a node failure: kwok (which plays both nodes) is killed, the node lifecycle
+  controller marks every worker pod not Ready, and the N models' statuses
+  follow: the operator's status writes per second (bounded by
+  --status-writes-per-second), and a worker's report -> Failed meanwhile.
 """
 
 from __future__ import annotations
@@ -355,6 +359,85 @@ async def crash_loop(kube: Kube, op: Operator, seconds: float = 60) -> dict:
     return {"seconds": seconds, "pod_restarts": restarts, "writes": sum(writes.values())}
 
 
+async def node_failure(kube: Kube, op: Operator, cluster: Cluster, n: int) -> dict:
+    """Kill kwok; once the nodes' leases lapse every pod turns not Ready. Operator writes per second
+    while the N bulk models follow, and the latency of a worker's report in the middle of it."""
+    ns, latency_ns = "bench-bulk", "bench-latency"
+    await kube.create(AIMODELS, latency_ns, model("storm", latency_ns, 1))
+    await watch_until(
+        kube,
+        AIMODELS,
+        latency_ns,
+        lambda _t, o: o["metadata"]["name"] == "storm" and (o.get("status") or {}).get("readyReplicas") == 1,
+    )
+    await settle(op)
+    flipped: dict[str, float] = {}
+    first_flip = asyncio.Event()
+
+    def on_model(_type: str, obj: dict) -> bool:
+        if (obj.get("status") or {}).get("readyReplicas", 0) == 0 and obj["metadata"]["name"] not in flipped:
+            flipped[obj["metadata"]["name"]] = time.monotonic()
+            first_flip.set()
+        return len(flipped) >= n
+
+    listed = asyncio.Event()
+    watcher = asyncio.create_task(watch_until(kube, AIMODELS, ns, on_model, timeout=300, listed=listed))
+    await listed.wait()
+    samples: list[tuple[float, float]] = []
+
+    async def sample() -> None:
+        while True:
+            samples.append((time.monotonic(), op.writes()[0]))
+            await asyncio.sleep(0.25)
+
+    sampler = asyncio.create_task(sample())
+    killed = time.monotonic()
+    cluster.kill_component("kwok")
+    try:
+        await first_flip.wait()
+        storm = time.monotonic()
+
+        def failed(_t: str, obj: dict) -> bool:
+            return obj["metadata"]["name"] == "storm" and (obj.get("status") or {}).get("state") == "Failed"
+
+        listed = asyncio.Event()
+        report = asyncio.create_task(watch_until(kube, AIMODELS, latency_ns, failed, 30, listed))
+        await listed.wait()
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"storm.{time.time_ns():x}", "namespace": latency_ns},
+            "involvedObject": {"kind": "AIModel", "name": "storm", "namespace": latency_ns},
+            "reason": "GeneralError",
+            "message": "bench: a report during the storm",
+            "type": "Warning",
+        }
+        t0 = time.monotonic()
+        await kube.create(EVENTS, latency_ns, event)
+        await report
+        failed_ms = (time.monotonic() - t0) * 1000
+        await watcher
+        done = time.monotonic()
+        await settle(op)
+    finally:
+        sampler.cancel()
+        cluster.restart_component("kwok")
+    # Writes per second over sliding 1 s windows, from the first flip until quiet.
+    window = [(t, w) for t, w in samples if t >= storm - 0.25]
+    per_second = [
+        later[1] - w for i, (t, w) in enumerate(window) for later in window[i:] if 0.99 <= later[0] - t <= 1.26
+    ]
+    total = window[-1][1] - window[0][1] if window else 0.0
+    return {
+        "seconds_until_not_ready": storm - killed,
+        "models_flipped": len(flipped),
+        "flip_spread_seconds": done - storm,
+        "status_writes": total,
+        "max_writes_per_second": max(per_second, default=0.0),
+        "failed_ms_during_storm": failed_ms,
+    }
+
+
 async def _restarts(kube: Kube, ns: str) -> int:
     pods = await kube.request("GET", f"/api/v1/namespaces/{ns}/pods")
     return sum(cs.get("restartCount", 0) for p in pods["items"] for cs in p["status"].get("containerStatuses") or [])
@@ -400,6 +483,9 @@ async def run(args: argparse.Namespace) -> dict:
             results.update({f"pods_{k}": v for k, v in (await with_pods(kube, op, args.models)).items()})
             print("a crash-looping model, 60 s ...", flush=True)
             results.update({f"crash_loop_{k}": v for k, v in (await crash_loop(kube, op)).items()})
+            print("a node failure: every worker pod not Ready ...", flush=True)
+            storm = await node_failure(kube, op, cluster, args.models)
+            results.update({f"node_failure_{k}": v for k, v in storm.items()})
         finally:
             op.stop()
         # The same writes without the operator (stopped: it would adopt these models).

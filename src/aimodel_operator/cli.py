@@ -30,6 +30,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-port", type=int, default=8080, help="serves Prometheus /metrics (0 disables)")
     run.add_argument("--workers", type=int, default=32, help="AIModels reconciled concurrently")
     run.add_argument("--resync", type=float, default=300.0, help="seconds between full resyncs")
+    run.add_argument(
+        "--status-writes-per-second",
+        type=float,
+        default=100.0,
+        help="pace of status writes that change neither state nor generation (conditions, counters) across "
+        "all models, after a burst of twice as many; reports and spec changes never wait (0: no limit)",
+    )
     run.add_argument("--leader-elect", action="store_true", help="elect a leader among replicas through a Lease")
     run.add_argument(
         "--leader-election-namespace",
@@ -148,6 +155,7 @@ async def _run(args: argparse.Namespace) -> int:
         resync=args.resync,
         watch_idle=args.watch_idle_timeout or None,
         namespaces=args.namespaces,
+        status_writes_per_second=args.status_writes_per_second,
     )
     if elector is not None and lease_kube is not None:
         elector.start(lease_kube)

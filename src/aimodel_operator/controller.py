@@ -127,6 +127,7 @@ class Controller:
         resync: float = 300,
         watch_idle: float | None = 90.0,
         namespaces: tuple[str, ...] = (),
+        status_writes_per_second: float = 100.0,
     ) -> None:
         """``namespaces``: watch only these (every kind, Secrets included); empty: all of them."""
         self.kube = kube
@@ -159,7 +160,12 @@ class Controller:
         # Events are not cached: a report only needs its resourceVersion, which the intake keeps.
         self.events = informer(EVENTS, self.intake.handle, tiny, keep=False, fieldSelector=FIELD_SELECTOR)
         self.applier = ChildApplier(kube, self.children)
-        self.status_writer = StatusWriter(kube, self.queue.add_after)
+        self.status_writer = StatusWriter(
+            kube,
+            self.queue.add_after,
+            writes_per_second=status_writes_per_second,
+            burst=int(2 * status_writes_per_second),
+        )
         self.synced = asyncio.Event()
         # apiKeySecretRef index: (namespace, Secret name) -> names of the AIModels that reference it.
         self._secret_refs: dict[Key, set[str]] = {}
@@ -170,6 +176,10 @@ class Controller:
         self._pods_of: dict[Key, set[str]] = {}
         # Per AIModel, the condition types whose problem its status has shown since they were last good.
         self._troubled: dict[Key, frozenset[str]] = {}
+        # Per AIModel whose children were all in place at the last reconcile: the model's
+        # resourceVersion then, and the problem its status showed. Until something the children
+        # depend on changes (_wake), a report or a pod change only needs the status written.
+        self._settled: dict[Key, tuple[str, status_mod.Condition | None]] = {}
         self._tasks: list[asyncio.Task] = []
         self._gate: asyncio.Event | None = None
         self._begin_task: asyncio.Task | None = None
@@ -198,10 +208,16 @@ class Controller:
             return
         self._index_secret_ref(key, (builders.spec_of(obj).get("apiKeySecretRef") or {}).get("name"))
         metrics.MODELS.set(len(self.models))
+        self._wake(key)
+
+    def _wake(self, key: Key) -> None:
+        """Reconcile ``key`` in full: something its children are built from may have changed."""
+        self._settled.pop(key, None)
         self.queue.add(key)
 
     def _model_gone(self, key: Key) -> None:
         self._troubled.pop(key, None)
+        self._settled.pop(key, None)
         self.models.forget(*key)
         self.queue.drop(key)
         self.status_writer.forget(key)
@@ -226,13 +242,13 @@ class Controller:
     def _child_event(self, kind: str, obj: Manifest) -> None:
         key = owner_key(obj)
         if key is not None and key in self.models:
-            self.queue.add(key)
+            self._wake(key)
 
     def _secret_event(self, kind: str, obj: Manifest) -> None:
         self._child_event(kind, obj)
         meta = obj["metadata"]
         for name in self._secret_refs.get((meta.get("namespace", ""), meta["name"]), ()):
-            self.queue.add((meta["namespace"], name))
+            self._wake((meta["namespace"], name))
 
     def _replica_set_event(self, kind: str, obj: Manifest) -> None:
         meta = obj["metadata"]
@@ -309,7 +325,7 @@ class Controller:
         for key in self.models:
             model = self.models.get(*key)
             if model is not None and builders.wants_autoscaling(model):
-                self.queue.add(key)
+                self._wake(key)
 
     @property
     def caps(self) -> Capabilities:
@@ -366,7 +382,7 @@ class Controller:
             self.intake.prune(self.models.__contains__)
             keys = list(self.models)
             for key in keys:
-                self.queue.add(key)
+                self._wake(key)
             log.info("resync models=%d", len(keys))
             metrics.RESYNC_CPU_SECONDS.inc(time.process_time() - started)
 
@@ -425,6 +441,11 @@ class Controller:
         model = self.models.get(*key)
         if model is None or model["metadata"].get("deletionTimestamp"):
             return
+        settled = self._settled.get(key)
+        if settled is not None and settled[0] == model["metadata"].get("resourceVersion"):
+            # Only a report or the workers' pods changed: the status is all there is to write.
+            await self._write_status(key, model, settled[1])
+            return
         ref_hash = self._ref_hash(model)
         started = None
         if ref_hash is None and builders.spec_of(model).get("apiKeySecretRef"):
@@ -444,6 +465,10 @@ class Controller:
             or conditions.not_applied(outcome.missing, outcome.errors)
             or conditions.api_key_secret(model, self._secret_keys(model))
         )
+        if outcome.complete:
+            self._settled[key] = (model["metadata"].get("resourceVersion", ""), problem)
+        else:
+            self._settled.pop(key, None)
         await self._write_status(key, model, problem)
         if outcome.errors:
             raise outcome.errors[0]
@@ -534,6 +559,10 @@ class Controller:
                 self._troubled.pop(key, None)
             if answer is not None:
                 self.models.remember(answer)
+                settled = self._settled.get(key)
+                if settled is not None:
+                    # Our own status write changed nothing the children are built from.
+                    self._settled[key] = (answer["metadata"].get("resourceVersion", ""), settled[1])
 
     async def _refresh(self, key: Key, model: Manifest) -> None:
         """The AIModel is not what we read: read it (the watch may lag), forget it if it is gone."""

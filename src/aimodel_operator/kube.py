@@ -1,23 +1,27 @@
-"""A thin async layer over kubernetes_asyncio's ApiClient for plain-dict manifests.
+"""API access over aiohttp for plain-dict manifests.
 
 Objects stay JSON dicts end to end: no generated model classes (they cost
-memory and time for nothing here). Every write is a server-side apply under
-the operator's single field manager.
+memory and time for nothing here; not importing a generated client saves
+about 38 MB of resident memory). Credentials come from the pod's
+ServiceAccount or a kubeconfig (token, token file or client certificate),
+read by the same loader as the worker SDK's. Every write is a server-side
+apply under the operator's single field manager.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import logging
-import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from kubernetes_asyncio import client, config
+import aiohttp
+
+from aimodel_worker.credentials import Credentials, load_credentials
+from aimodel_worker.errors import ConfigError
 
 from . import metrics
 from .settings import FIELD_MANAGER
@@ -107,17 +111,22 @@ def resource_of(path: str) -> str:
     return "/".join(parts[:1] + parts[2:3]) or "namespaces"
 
 
-async def load_configuration(context: str | None = None) -> client.Configuration:
-    """In-cluster credentials when running in a pod, else the usual kubeconfig."""
-    cfg = client.Configuration()
+class ConfigurationError(Exception):
+    """No usable credentials: said once at start, not retried."""
+
+
+async def load_configuration() -> Credentials:
+    """In-cluster credentials when running in a pod, else the usual kubeconfig (``$KUBECONFIG``,
+    else ~/.kube/config). Exec and auth-provider plugins are not supported: use a token (e.g.
+    ``kubectl create token``) or a client certificate."""
     try:
-        config.load_incluster_config(client_configuration=cfg)
-    except config.ConfigException:
-        # KUBECONFIG is read now, not when kubernetes_asyncio was imported.
-        await config.load_kube_config(
-            config_file=os.environ.get("KUBECONFIG") or None, client_configuration=cfg, context=context
-        )
-    return cfg
+        return load_credentials()
+    except ConfigError as err:
+        raise ConfigurationError(str(err)) from None
+
+
+# A projected ServiceAccount token is rotated by the kubelet: its file is read again after this many seconds.
+TOKEN_REREAD = 60.0
 
 
 WriteGate = Callable[[], float | None]
@@ -131,16 +140,48 @@ class Kube:
     the lease could be taken over.
     """
 
-    def __init__(self, cfg: client.Configuration, pool_size: int = 64, write_gate: WriteGate | None = None) -> None:
-        cfg = copy.copy(cfg)
-        cfg.connection_pool_maxsize = pool_size
-        self._api = client.ApiClient(cfg)
+    def __init__(self, creds: Credentials, pool_size: int = 64, write_gate: WriteGate | None = None) -> None:
+        self.creds = creds
+        self.server = creds.server.rstrip("/")
+        self._ssl = creds.ssl_context() if self.server.startswith("https://") else None
+        self._pool_size = pool_size
+        self._session: aiohttp.ClientSession | None = None
+        self._token: str | None = None
+        self._token_read = -TOKEN_REREAD
         self.write_gate = write_gate
         # Writes cancelled on their way (at shutdown): they may still land after we stopped.
         self.writes_cancelled = 0
 
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=self._pool_size, ssl=self._ssl if self._ssl is not None else True)
+            # No cookies, no automatic decompression guesses: plain JSON requests.
+            self._session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+        return self._session
+
+    def _headers(self, accept: str = "application/json", content_type: str | None = None) -> dict[str, str]:
+        headers = {"Accept": accept, "User-Agent": "aimodel-operator"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        if self.creds.token_file:
+            now = asyncio.get_running_loop().time()
+            if now - self._token_read >= TOKEN_REREAD:
+                try:
+                    self._token = self.creds.bearer_token()
+                except ConfigError as err:
+                    log.warning("%s; keeping the token read before", err)
+                self._token_read = now
+            token = self._token
+        else:
+            token = self.creds.token
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return headers
+
     async def close(self) -> None:
-        await self._api.close()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def request(
         self,
@@ -180,20 +221,16 @@ class Kube:
         timeout: float,
         with_status: bool,
     ) -> Any:
-        resp = await self._api.call_api(
-            path,
+        data_bytes = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        async with self._http().request(
             method,
-            query_params=list((query or {}).items()),
-            header_params={"Content-Type": content_type, "Accept": "application/json"},
-            body=body,
-            auth_settings=["BearerToken"],
-            _preload_content=False,
-            _request_timeout=timeout,
-        )
-        try:
+            self.server + path,
+            params=list((query or {}).items()),
+            data=data_bytes,
+            headers=self._headers(content_type=content_type if data_bytes is not None else None),
+            timeout=aiohttp.ClientTimeout(total=timeout),
+        ) as resp:
             raw = await resp.read()
-        finally:
-            resp.release()
         if method != "GET":
             metrics.API_WRITES.labels(method=method, resource=resource_of(path)).inc()
         try:
@@ -316,14 +353,11 @@ class Kube:
         # arrives as the awaited result does, and a busy stream makes that likely.
         try:
             async with asyncio.timeout(idle):
-                resp = await self._api.call_api(
-                    res.path(namespace),
-                    "GET",
-                    query_params=list(params.items()),
-                    header_params={"Accept": "application/json"},
-                    auth_settings=["BearerToken"],
-                    _preload_content=False,
-                    _request_timeout=timeout + 30,
+                resp = await self._http().get(
+                    self.server + res.path(namespace),
+                    params=list(params.items()),
+                    headers=self._headers(),
+                    timeout=aiohttp.ClientTimeout(total=timeout + 30),
                 )
         except TimeoutError:
             raise WatchIdle(f"watch {res.path()}: no answer for {idle}s") from None

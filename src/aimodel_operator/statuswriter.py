@@ -7,6 +7,13 @@ whatever the status is by then. While such changes keep coming (a worker
 reporting ever new messages, pods flapping), each batch is twice as long as
 the one before, up to ``max_batch_seconds``: a flood of any length costs a
 handful of writes. A quiet spell resets the batch.
+
+Writes that change neither the state nor the generation (a condition
+flipping, counters, messages) are also spread over time: across all models
+at most ``writes_per_second`` of them, after a burst of ``burst``. When the
+pods of a thousand models change readiness at once (a node failing), their
+statuses follow at that pace instead of all at once, while a worker's error
+report (a state change) and a spec change (a new generation) never wait.
 """
 
 from __future__ import annotations
@@ -43,6 +50,8 @@ class StatusWriter:
         requeue_after: Callable[[Key, float], None],
         batch_seconds: float = 1.0,
         max_batch_seconds: float = 30.0,
+        writes_per_second: float = 100.0,
+        burst: int = 200,
     ) -> None:
         self.kube = kube
         self.requeue_after = requeue_after
@@ -52,10 +61,34 @@ class StatusWriter:
         self._last: dict[Key, float] = {}
         # The current batch length of each model whose batches follow each other.
         self._batch: dict[Key, float] = {}
+        self.writes_per_second = writes_per_second
+        self.burst = burst
+        # Spreading: the time the next spread write may go, and the times models were given.
+        self._next_slot = float("-inf")
+        self._slots: dict[Key, float] = {}
 
     def forget(self, key: Key) -> None:
         self._last.pop(key, None)
         self._batch.pop(key, None)
+        self._slots.pop(key, None)
+
+    def _spread(self, key: Key, now: float) -> float:
+        """Seconds until ``key`` may write a spread write (0: now). A model keeps the slot it got."""
+        slot = self._slots.get(key)
+        if slot is not None:
+            if slot - now > 0.005:
+                return slot - now
+            del self._slots[key]
+            return 0.0
+        if self.writes_per_second <= 0:
+            return 0.0
+        interval = 1.0 / self.writes_per_second
+        # Idle time builds up credit for a burst, no more.
+        self._next_slot = max(self._next_slot, now - self.burst * interval) + interval
+        if self._next_slot <= now:
+            return 0.0
+        self._slots[key] = self._next_slot
+        return self._next_slot - now
 
     def _batch_for(self, key: Key, now: float) -> float:
         batch = self._batch.get(key, self.batch_seconds)
@@ -77,6 +110,11 @@ class StatusWriter:
             # A batch opens with the first change seen after the last write.
             opened = self._last.setdefault(key, now)
             wait = opened + batch - now
+            if wait > 0:
+                self.requeue_after(key, wait)
+                return Written.DEFERRED, None
+        if current and not critical(current, new):
+            wait = self._spread(key, time.monotonic())
             if wait > 0:
                 self.requeue_after(key, wait)
                 return Written.DEFERRED, None
@@ -110,3 +148,8 @@ class StatusWriter:
         changed = sorted(k for k in new if (current or {}).get(k) != new[k])
         log.info("status namespace=%s name=%s state=%s changed=%s", key[0], key[1], new["state"], ",".join(changed))
         return Written.WRITTEN, result
+
+
+def critical(current: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Never spread: the state (a worker's report, a recovery) or the generation the status is for."""
+    return any(current.get(f) != new.get(f) for f in status_mod.URGENT_FIELDS)

@@ -193,7 +193,7 @@ class FaultProxy:
     def kubeconfig_path(self, directory: Path, token: str | None = None) -> Path:
         """A kubeconfig for the proxy: no credentials, or the bearer ``token``.
 
-        kubernetes_asyncio sends the token over plain HTTP; kubectl (client-go) does not, so
+        The operator's client sends the token over plain HTTP; kubectl (client-go) does not, so
         through the proxy kubectl is always the kubeconfig's user (kubernetes/kubectl#744).
         """
         path = Path(directory) / f"faultproxy-{self.port}{'-token' if token else ''}.kubeconfig"

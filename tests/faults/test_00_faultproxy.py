@@ -91,14 +91,20 @@ def test_kubectl_through_the_proxy(proxy, pk, namespace):
 
 def test_a_token_keeps_its_identity(proxy, k, namespace, tmp_path):
     # With the operator's client: kubectl (client-go) sends no credentials over plain HTTP.
-    from kubernetes_asyncio import client, config
+    from aimodel_operator.kube import Kube
+    from aimodel_worker.credentials import kubeconfig_credentials
 
     async def whoami(kubeconfig: Path) -> str:
-        cfg = client.Configuration()
-        await config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)
-        async with client.ApiClient(cfg) as api:
-            review = await client.AuthenticationV1Api(api).create_self_subject_review(client.V1SelfSubjectReview())
-            return review.status.user_info.username
+        kube = Kube(kubeconfig_credentials(kubeconfig))
+        try:
+            review = await kube.request(
+                "POST",
+                "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                body={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+            )
+        finally:
+            await kube.close()
+        return review["status"]["userInfo"]["username"]
 
     token = k.create_token("default")
     as_sa = asyncio.run(whoami(proxy.kubeconfig_path(tmp_path, token=token)))

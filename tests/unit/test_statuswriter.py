@@ -62,3 +62,51 @@ async def test_urgent_changes_are_written_at_once_and_quiet_resets_the_batch(mon
     assert writer._batch_for(KEY, clock[0]) == 1
     result, _ = await writer.write(KEY, model(failed("GeneralError: x")), failed("GeneralError: x"))
     assert result is Written.UNCHANGED
+
+
+def running(ready: str, replicas: int = 3, generation: int = 1):
+    return {
+        "state": "Running",
+        "message": "ok",
+        "observedGeneration": generation,
+        "readyReplicas": replicas if ready == "True" else 0,
+        "conditions": [{"type": "Ready", "status": ready, "reason": "x"}],
+    }
+
+
+async def test_a_thousand_models_losing_their_pods_at_once_are_written_at_a_bounded_pace(monkeypatch):
+    """A node fails: every model's Ready flips. The writes go out at writes_per_second after a
+    burst; a worker's error report (a state change) and a spec change never wait for them."""
+    clock = [1000.0]
+    monkeypatch.setattr(statuswriter.time, "monotonic", lambda: clock[0])
+    api = Api()
+    due: dict[tuple[str, str], float] = {}
+    writer = StatusWriter(
+        api, lambda key, delay: due.__setitem__(key, clock[0] + delay), writes_per_second=100, burst=200
+    )
+    keys = [("ns", f"m{i}") for i in range(1000)]
+    for key in keys:
+        result, _ = await writer.write(key, model(running("True")), running("False"))
+        assert result in (Written.WRITTEN, Written.DEFERRED)
+    assert len(api.written) == 200, "the burst at once"
+    assert len(due) == 800
+    # Deferred models come back when told; each then writes exactly in its slot.
+    per_second: dict[int, int] = {}
+    for key, when in sorted(due.items(), key=lambda item: item[1]):
+        clock[0] = when
+        result, _ = await writer.write(key, model(running("True")), running("False"))
+        assert result is Written.WRITTEN
+        per_second[int(when - 1000)] = per_second.get(int(when - 1000), 0) + 1
+    assert len(api.written) == 1000
+    assert max(per_second.values()) <= 101, per_second
+    assert 7.9 <= max(due.values()) - 1000 <= 8.1, "800 writes at 100/s"
+
+    # Meanwhile (the bucket is empty again): a worker's report and a spec change go at once.
+    for key in keys[:50]:
+        result, _ = await writer.write(key, model(running("True")), running("False"))
+    writes = len(api.written)
+    result, _ = await writer.write(("ns", "urgent"), model(running("True")), failed("GeneralError: x"))
+    assert result is Written.WRITTEN
+    result, _ = await writer.write(("ns", "spec"), model(running("True")), running("True", generation=2))
+    assert result is Written.WRITTEN
+    assert len(api.written) == writes + 2
