@@ -136,7 +136,8 @@ class Controller:
         self.workers = workers
         self.resync = resync
         self.queue = WorkQueue()
-        self.intake = Intake(self.queue.add, known=lambda key: key in self.models)
+        # A worker's report goes ahead of everything else queued.
+        self.intake = Intake(self.queue.add_urgent, known=lambda key: key in self.models)
         self.recorder = Recorder(kube, instance)
         # Optional like KEDA's kinds: an operator started before its CRD serves AIModels once it is installed.
         informer = functools.partial(self._informer, kube, watch_idle)

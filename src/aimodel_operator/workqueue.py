@@ -3,11 +3,16 @@
 Like client-go's rate-limited queue it also holds each key's retry state:
 ``add_rate_limited`` re-queues after a delay that doubles with every failure
 in a row, ``forget`` clears it after a success, ``num_requeues`` tells it.
+
+``add_urgent`` puts a key ahead of every ordinary one (a worker's error
+report): when a thousand models are queued at once (a node failing, a
+resync), the report does not wait behind them.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 
 from . import metrics
 
@@ -19,10 +24,14 @@ class WorkQueue:
         self.base_delay = base_delay
         self.max_delay = max_delay
         self._failures: dict[Key, int] = {}
-        self._queue: asyncio.Queue[Key] = asyncio.Queue()
+        # One ticket per queued key; the key itself is taken from _urgent first, then _items.
+        self._tickets: asyncio.Queue[None] = asyncio.Queue()
+        self._items: deque[Key] = deque()
+        self._urgent: deque[Key] = deque()
         self._queued: set[Key] = set()
         self._active: set[Key] = set()
         self._dirty: set[Key] = set()
+        self._dirty_urgent: set[Key] = set()
         self._timers: dict[Key, asyncio.TimerHandle] = {}
 
     def add(self, key: Key) -> None:
@@ -32,8 +41,25 @@ class WorkQueue:
             return
         if key not in self._queued:
             self._queued.add(key)
-            self._queue.put_nowait(key)
+            self._items.append(key)
+            self._tickets.put_nowait(None)
             metrics.QUEUE_DEPTH.set(len(self._queued))
+
+    def add_urgent(self, key: Key) -> None:
+        """Queue ``key`` ahead of every key queued by ``add``."""
+        if key in self._active:
+            self._dirty.add(key)
+            self._dirty_urgent.add(key)
+            return
+        if key in self._queued:
+            if key in self._urgent:
+                return
+            self._items.remove(key)
+        else:
+            self._queued.add(key)
+            self._tickets.put_nowait(None)
+            metrics.QUEUE_DEPTH.set(len(self._queued))
+        self._urgent.append(key)
 
     def add_after(self, key: Key, delay: float) -> None:
         timer = self._timers.get(key)
@@ -50,7 +76,8 @@ class WorkQueue:
         self.add(key)
 
     async def get(self) -> Key:
-        key = await self._queue.get()
+        await self._tickets.get()
+        key = self._urgent.popleft() if self._urgent else self._items.popleft()
         self._queued.discard(key)
         self._active.add(key)
         metrics.QUEUE_DEPTH.set(len(self._queued))
@@ -60,7 +87,11 @@ class WorkQueue:
         self._active.discard(key)
         if key in self._dirty:
             self._dirty.discard(key)
-            self.add(key)
+            if key in self._dirty_urgent:
+                self._dirty_urgent.discard(key)
+                self.add_urgent(key)
+            else:
+                self.add(key)
 
     def add_rate_limited(self, key: Key, max_delay: float | None = None) -> float:
         """Re-queue after a failure; the delay doubles with each failure in a row. Returns the delay."""

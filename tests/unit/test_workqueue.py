@@ -147,3 +147,27 @@ async def test_rate_limited_delays_double_until_forgotten():
     q.drop(A)
     assert q.num_requeues(A) == 0
     assert A not in q._timers
+
+
+async def test_an_urgent_key_goes_ahead_of_a_thousand_queued():
+    q = WorkQueue()
+    keys = [("ns", f"m{i}") for i in range(1000)]
+    for key in keys:
+        q.add(key)
+    report = ("ns", "reported")
+    q.add_urgent(report)
+    assert await get(q) == report
+    # One already queued moves ahead, once; the others keep their order.
+    q.add_urgent(keys[500])
+    q.add_urgent(keys[500])
+    assert len(q) == 1000
+    assert await get(q) == keys[500]
+    assert await get(q) == keys[0]
+    assert await get(q) == keys[1]
+    # Reported while being reconciled: it runs again right after, ahead of the rest.
+    q.add_urgent(keys[0])
+    q.done(keys[0])
+    assert await get(q) == keys[0]
+    rest = [await get(q) for _ in range(len(q))]
+    assert rest == [k for k in keys[2:] if k != keys[500]]
+    await assert_empty(q)
