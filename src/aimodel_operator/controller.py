@@ -566,8 +566,17 @@ class Controller:
                     self._settled[key] = (answer["metadata"].get("resourceVersion", ""), settled[1])
 
     async def _refresh(self, key: Key, model: Manifest) -> None:
-        """The AIModel is not what we read: read it (the watch may lag), forget it if it is gone."""
-        live = await self.kube.get(AIMODELS, *key)
+        """The AIModel is not what we read: read it (the watch may lag), forget it if it is gone.
+
+        Read with a list narrowed to its name: the operator's RBAC grants list and watch on
+        AIModels, not get (a GET here was refused with 403 under config/default's RBAC).
+        """
+        live = None
+        async for page in self.kube.list(AIMODELS, limit=1, namespace=key[0], fieldSelector=f"metadata.name={key[1]}"):
+            for item in page.get("items") or []:
+                item.setdefault("apiVersion", AIMODELS.api_version)
+                item.setdefault("kind", AIMODELS.kind)
+                live = item
         if live is None:
             # Gone: whatever the watch missed, forget it now.
             log.info("gone namespace=%s name=%s", key[0], key[1])
