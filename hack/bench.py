@@ -5,6 +5,8 @@ real process, then measures:
 
 - latency from an AIModel's create request to its Deployment existing (p50, p90),
 - latency from a worker's Warning event to the AIModel showing Failed (p50, p90),
+  and the same with a minimal reporter in place of the operator (the floor: the
+  Event's create and one status write, each with its watch delivery),
 - N AIModels created at once: time until all converged, against the time the
   same API writes take when sent directly (no operator), and their ratio,
 - API writes per new AIModel (Events for humans counted apart),
@@ -34,6 +36,7 @@ import urllib.request
 from pathlib import Path
 
 from aimodel_operator import builders
+from aimodel_operator.intake import FIELD_SELECTOR
 from aimodel_operator.kube import DEPLOYMENTS, EVENTS, Kube, Resource, load_configuration
 from aimodel_operator.settings import Settings
 from aimodel_operator.statuswriter import AIMODELS
@@ -165,17 +168,22 @@ async def namespace(kube: Kube, name: str) -> None:
 async def watch_until(
     kube: Kube, res: Resource, ns: str, done, timeout: float = 600, listed: asyncio.Event | None = None
 ) -> None:
-    """Follow ``res`` in ``ns``, calling ``done(type, obj)`` until it returns True; ``listed`` is set once listed."""
+    """Follow ``res`` in ``ns``, calling ``done(type, obj)`` until it returns True.
+
+    ``listed`` is set once the watch is open (the API server has answered it): a latency measured
+    from then on does not include the watch's own setup racing the request being measured.
+    """
     listing = await kube.request("GET", res.path(ns))
-    if listed is not None:
-        listed.set()
     for item in listing["items"]:
         if done("ADDED", item):
+            if listed is not None:
+                listed.set()
             return
     rv = listing["metadata"]["resourceVersion"]
     deadline = time.monotonic() + timeout
+    opened = listed.set if listed is not None else None
     while time.monotonic() < deadline:
-        async for event in kube.watch(res, rv, namespace=ns):
+        async for event in kube.watch(res, rv, namespace=ns, opened=opened):
             if event["type"] == "BOOKMARK":
                 rv = event["object"]["metadata"]["resourceVersion"]
                 continue
@@ -268,7 +276,89 @@ async def settle(op: Operator, quiet: float = 3.0, timeout: float = 120) -> None
             return
 
 
-async def latencies(kube: Kube, samples: int) -> dict:
+def pct(values: list[float], p: float) -> float:
+    return statistics.quantiles(values, n=100)[int(p) - 1] if len(values) > 1 else values[0]
+
+
+def report_event(name: str, ns: str, message: str = "bench") -> dict:
+    """A Warning event as a worker sends it."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": f"{name}.{time.time_ns():x}", "namespace": ns},
+        "involvedObject": {"kind": "AIModel", "name": name, "namespace": ns},
+        "reason": "GeneralError",
+        "message": message,
+        "type": "Warning",
+    }
+
+
+async def floor_reporter(ns: str) -> None:
+    """The least any operator must do for a report, as its own process: watch the Warning events
+    naming an AIModel and write that model's status. No caches, no checks, nothing else running."""
+    kube = Kube(await load_configuration())
+    rv = (await kube.request("GET", EVENTS.path(ns)))["metadata"]["resourceVersion"]
+
+    def opened() -> None:
+        print("watching", flush=True)
+
+    while True:
+        async for event in kube.watch(EVENTS, rv, namespace=ns, opened=opened, fieldSelector=FIELD_SELECTOR):
+            obj = event["object"]
+            rv = obj["metadata"]["resourceVersion"]
+            if event["type"] != "ADDED":
+                continue
+            name = obj["involvedObject"]["name"]
+            body = {
+                "apiVersion": AIMODELS.api_version,
+                "kind": "AIModel",
+                "metadata": {"name": name, "namespace": ns},
+                "status": {"state": "Failed", "message": obj["message"]},
+            }
+            await kube.request(
+                "PATCH",
+                AIMODELS.path(ns, name, "status"),
+                body=body,
+                query={"fieldManager": "bench-floor", "force": "true"},
+                content_type="application/apply-patch+yaml",
+            )
+
+
+async def report_floor(kube: Kube, samples: int) -> dict:
+    """Worker error -> Failed with the floor reporter in place of the operator (operator not running):
+    the Event's create, its watch delivery, one status write and its watch delivery, on this machine."""
+    ns = "bench-floor"
+    await namespace(kube, ns)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--floor-reporter", ns, stdout=subprocess.PIPE
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 60)
+        if line.strip() != b"watching":
+            raise SystemExit(f"floor reporter did not start: {line!r}")
+        failed_ms = []
+        for i in range(samples):
+            name = f"f{i}"
+            await kube.create(AIMODELS, ns, model(name, ns, 0))
+
+            def failed(_t: str, obj: dict, name=name) -> bool:
+                return obj["metadata"]["name"] == name and (obj.get("status") or {}).get("state") == "Failed"
+
+            listed = asyncio.Event()
+            watcher = asyncio.create_task(watch_until(kube, AIMODELS, ns, failed, 30, listed))
+            await listed.wait()
+            t0 = time.monotonic()
+            await kube.create(EVENTS, ns, report_event(name, ns))
+            await watcher
+            failed_ms.append((time.monotonic() - t0) * 1000)
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 10)
+    return {"failed_floor_ms_p50": statistics.median(failed_ms), "failed_floor_ms_p90": pct(failed_ms, 90)}
+
+
+async def latencies(kube: Kube, op: Operator, samples: int) -> dict:
     ns = "bench-latency"
     await namespace(kube, ns)
     create_ms, failed_ms = [], []
@@ -289,30 +379,9 @@ async def latencies(kube: Kube, samples: int) -> dict:
         await watcher
         create_ms.append((time.monotonic() - t0) * 1000)
 
-        def failed(_t: str, obj: dict, name=name) -> bool:
-            return obj["metadata"]["name"] == name and (obj.get("status") or {}).get("state") == "Failed"
-
-        await watch_until(
-            kube, AIMODELS, ns, lambda _t, o, name=name: o["metadata"]["name"] == name and bool(o.get("status"))
-        )
-        listed = asyncio.Event()
-        watcher = asyncio.create_task(watch_until(kube, AIMODELS, ns, failed, 30, listed))
-        await listed.wait()
-        event = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"name": f"{name}.{time.time_ns():x}", "namespace": ns},
-            "involvedObject": {"kind": "AIModel", "name": name, "namespace": ns},
-            "reason": "GeneralError",
-            "message": "bench",
-            "type": "Warning",
-        }
-        t0 = time.monotonic()
-        await kube.create(EVENTS, ns, event)
-        await watcher
-        failed_ms.append((time.monotonic() - t0) * 1000)
-
-    # Their pods start later; wait for them so that nothing of theirs moves while writes are counted.
+    # A worker reports from a running pod, usually long after it started: wait until every
+    # model's worker is Ready and the operator is quiet, so that a report does not race the
+    # model's own start (its pod scheduled and started, the Deployment's and its status written).
     ready: set[str] = set()
 
     def all_ready(_t: str, obj: dict) -> bool:
@@ -321,9 +390,20 @@ async def latencies(kube: Kube, samples: int) -> dict:
         return len(ready) >= samples
 
     await watch_until(kube, AIMODELS, ns, all_ready)
+    await settle(op)
+    for i in range(samples):
+        name = f"l{i}"
 
-    def pct(values: list[float], p: float) -> float:
-        return statistics.quantiles(values, n=100)[int(p) - 1] if len(values) > 1 else values[0]
+        def failed(_t: str, obj: dict, name=name) -> bool:
+            return obj["metadata"]["name"] == name and (obj.get("status") or {}).get("state") == "Failed"
+
+        listed = asyncio.Event()
+        watcher = asyncio.create_task(watch_until(kube, AIMODELS, ns, failed, 30, listed))
+        await listed.wait()
+        t0 = time.monotonic()
+        await kube.create(EVENTS, ns, report_event(name, ns))
+        await watcher
+        failed_ms.append((time.monotonic() - t0) * 1000)
 
     return {
         "deployment_ms_p50": statistics.median(create_ms),
@@ -424,17 +504,8 @@ async def node_failure(kube: Kube, op: Operator, cluster: Cluster, n: int) -> di
         listed = asyncio.Event()
         report = asyncio.create_task(watch_until(kube, AIMODELS, latency_ns, failed, 30, listed))
         await listed.wait()
-        event = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"name": f"storm.{time.time_ns():x}", "namespace": latency_ns},
-            "involvedObject": {"kind": "AIModel", "name": "storm", "namespace": latency_ns},
-            "reason": "GeneralError",
-            "message": "bench: a report during the storm",
-            "type": "Warning",
-        }
         t0 = time.monotonic()
-        await kube.create(EVENTS, latency_ns, event)
+        await kube.create(EVENTS, latency_ns, report_event("storm", latency_ns, "bench: a report during the storm"))
         await report
         failed_ms = (time.monotonic() - t0) * 1000
         await watcher
@@ -499,11 +570,14 @@ async def run(args: argparse.Namespace) -> dict:
         os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
         kube = Kube(await load_configuration())
         results: dict = {"models": args.models}
+        # The floor first, on the same empty cluster the operator's latencies are measured on.
+        print("a report's floor (a minimal reporter, no operator) ...", flush=True)
+        results.update(await report_floor(kube, args.samples))
         op = Operator(cluster)
         op.start()
         try:
             print("latencies ...", flush=True)
-            results.update(await latencies(kube, args.samples))
+            results.update(await latencies(kube, op, args.samples))
             print(f"{args.models} models at once ...", flush=True)
             bulk_result = await bulk(kube, op, args.models)
             results.update({f"bulk_{k}": v for k, v in bulk_result.items()})
@@ -541,6 +615,7 @@ async def run(args: argparse.Namespace) -> dict:
         print(f"bare API writes for {args.models} models ...", flush=True)
         results["bare_seconds"] = await bare_writes(kube, args.models, Settings())
         results["bulk_ratio"] = results["bulk_seconds"] / results["bare_seconds"]
+        results["failed_over_floor"] = results["failed_ms_p50"] / results["failed_floor_ms_p50"]
         await kube.close()
     finally:
         cluster.down()
@@ -551,7 +626,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", type=int, default=1000)
     parser.add_argument("--samples", type=int, default=30)
+    parser.add_argument("--floor-reporter", metavar="NAMESPACE", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.floor_reporter:
+        asyncio.run(floor_reporter(args.floor_reporter))
+        return
     results = asyncio.run(run(args))
     print(json.dumps(results, indent=2))
 
