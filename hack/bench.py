@@ -386,18 +386,18 @@ async def latencies(kube: Kube, op: Operator, samples: int) -> dict:
         await kube.create(AIMODELS, ns, model(name, ns, 1))
         await watcher
         create_ms.append((time.monotonic() - t0) * 1000)
+        # One model at a time: the next create does not race this one's start (its pod scheduled
+        # and started, the Deployment's and the AIModel's status written).
+        await watch_until(
+            kube,
+            AIMODELS,
+            ns,
+            lambda _t, o, name=name: (
+                o["metadata"]["name"] == name and (o.get("status") or {}).get("readyReplicas") == 1
+            ),
+        )
 
-    # A worker reports from a running pod, usually long after it started: wait until every
-    # model's worker is Ready and the operator is quiet, so that a report does not race the
-    # model's own start (its pod scheduled and started, the Deployment's and its status written).
-    ready: set[str] = set()
-
-    def all_ready(_t: str, obj: dict) -> bool:
-        if (obj.get("status") or {}).get("readyReplicas") == 1:
-            ready.add(obj["metadata"]["name"])
-        return len(ready) >= samples
-
-    await watch_until(kube, AIMODELS, ns, all_ready)
+    # A worker reports from a running pod, usually long after it started: the operator is quiet.
     await settle(op)
     for i in range(samples):
         name = f"l{i}"
@@ -408,10 +408,16 @@ async def latencies(kube: Kube, op: Operator, samples: int) -> dict:
         listed = asyncio.Event()
         watcher = asyncio.create_task(watch_until(kube, AIMODELS, ns, failed, 30, listed))
         await listed.wait()
+        events = op.writes()[1]
         t0 = time.monotonic()
         await kube.create(EVENTS, ns, report_event(name, ns))
         await watcher
         failed_ms.append((time.monotonic() - t0) * 1000)
+        # Reports are independent: the next one does not race this one's Event for humans
+        # (StateFailed), posted once the status is written.
+        deadline = time.monotonic() + 10
+        while op.writes()[1] <= events and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
 
     return {
         "deployment_ms_p50": statistics.median(create_ms),
