@@ -293,6 +293,22 @@ def report_event(name: str, ns: str, message: str = "bench") -> dict:
     }
 
 
+async def report_ms(kube: Kube, ns: str, name: str, message: str = "bench") -> float:
+    """Send a worker's report on ``name``; milliseconds from its create request until the AIModel
+    shows Failed, timed once the observing watch is open."""
+
+    def failed(_t: str, obj: dict) -> bool:
+        return obj["metadata"]["name"] == name and (obj.get("status") or {}).get("state") == "Failed"
+
+    listed = asyncio.Event()
+    watcher = asyncio.create_task(watch_until(kube, AIMODELS, ns, failed, 30, listed))
+    await listed.wait()
+    t0 = time.monotonic()
+    await kube.create(EVENTS, ns, report_event(name, ns, message))
+    await watcher
+    return (time.monotonic() - t0) * 1000
+
+
 async def floor_reporter(ns: str) -> None:
     """The least any operator must do for a report, as its own process: watch the Warning events
     naming an AIModel and write that model's status. No caches, no checks, nothing else running."""
@@ -340,20 +356,7 @@ async def report_floor(kube: Kube, samples: int) -> dict:
         line = await asyncio.wait_for(proc.stdout.readline(), 60)
         if line.strip() != b"watching":
             raise SystemExit(f"floor reporter did not start: {line!r}")
-        failed_ms = []
-        for i in range(samples):
-            name = f"f{i}"
-
-            def failed(_t: str, obj: dict, name=name) -> bool:
-                return obj["metadata"]["name"] == name and (obj.get("status") or {}).get("state") == "Failed"
-
-            listed = asyncio.Event()
-            watcher = asyncio.create_task(watch_until(kube, AIMODELS, ns, failed, 30, listed))
-            await listed.wait()
-            t0 = time.monotonic()
-            await kube.create(EVENTS, ns, report_event(name, ns))
-            await watcher
-            failed_ms.append((time.monotonic() - t0) * 1000)
+        failed_ms = [await report_ms(kube, ns, f"f{i}") for i in range(samples)]
     finally:
         proc.terminate()
         await asyncio.wait_for(proc.wait(), 10)
@@ -400,19 +403,8 @@ async def latencies(kube: Kube, op: Operator, samples: int) -> dict:
     # A worker reports from a running pod, usually long after it started: the operator is quiet.
     await settle(op)
     for i in range(samples):
-        name = f"l{i}"
-
-        def failed(_t: str, obj: dict, name=name) -> bool:
-            return obj["metadata"]["name"] == name and (obj.get("status") or {}).get("state") == "Failed"
-
-        listed = asyncio.Event()
-        watcher = asyncio.create_task(watch_until(kube, AIMODELS, ns, failed, 30, listed))
-        await listed.wait()
         events = op.writes()[1]
-        t0 = time.monotonic()
-        await kube.create(EVENTS, ns, report_event(name, ns))
-        await watcher
-        failed_ms.append((time.monotonic() - t0) * 1000)
+        failed_ms.append(await report_ms(kube, ns, f"l{i}"))
         # Reports are independent: the next one does not race this one's Event for humans
         # (StateFailed), posted once the status is written.
         deadline = time.monotonic() + 10
@@ -511,17 +503,7 @@ async def node_failure(kube: Kube, op: Operator, cluster: Cluster, n: int) -> di
     try:
         await first_flip.wait()
         storm = time.monotonic()
-
-        def failed(_t: str, obj: dict) -> bool:
-            return obj["metadata"]["name"] == "storm" and (obj.get("status") or {}).get("state") == "Failed"
-
-        listed = asyncio.Event()
-        report = asyncio.create_task(watch_until(kube, AIMODELS, latency_ns, failed, 30, listed))
-        await listed.wait()
-        t0 = time.monotonic()
-        await kube.create(EVENTS, latency_ns, report_event("storm", latency_ns, "bench: a report during the storm"))
-        await report
-        failed_ms = (time.monotonic() - t0) * 1000
+        failed_ms = await report_ms(kube, latency_ns, "storm", "bench: a report during the storm")
         await watcher
         done = time.monotonic()
         await settle(op)
