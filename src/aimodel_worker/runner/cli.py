@@ -51,6 +51,21 @@ def main(argv: list[str] | None = None) -> int:
     return asyncio.run(_serve(settings, reporter))
 
 
+def run() -> None:
+    """The console script: ``main``, then leave without the interpreter's finalization.
+
+    Once the worker has stopped, the Pulsar client is closed and every report flushed, but the
+    client library's native threads can still crash the interpreter's teardown (SIGSEGV or
+    SIGABRT after a clean close, more often on a busy machine: pulsar-client-python#153). A
+    SIGTERM that ended in a crash would read as a failed pod; nothing is left to finalize.
+    """
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 async def _serve(settings: WorkerSettings, reporter: Reporter | None) -> int:
     worker = Worker(settings, reporter.areport if reporter else None, name=os.environ.get("POD_NAME") or None)
     worker.install_signal_handlers()
@@ -58,4 +73,4 @@ async def _serve(settings: WorkerSettings, reporter: Reporter | None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
