@@ -99,7 +99,7 @@ async def _run(args: argparse.Namespace) -> int:
     """Serve health first, then fill the caches, then (as leader) reconcile, until a signal or a lost lease."""
     from .controller import Controller
     from .health import HealthServer
-    from .kube import Kube, load_configuration
+    from .kube import KEEP_WARM, Kube, load_configuration
     from .leader import LeaderElector
 
     log = logging.getLogger("aimodel_operator")
@@ -144,7 +144,7 @@ async def _run(args: argparse.Namespace) -> int:
         start_http_server(args.metrics_port, addr=args.bind_address)
 
     cfg = await load_configuration()
-    kube = Kube(cfg, write_gate=elector.write_window if elector is not None else None)
+    kube = Kube(cfg, write_gate=elector.write_window if elector is not None else None, keep_warm=KEEP_WARM)
     # Lease renewals get a connection of their own: a burst of reconciles cannot delay them.
     lease_kube = Kube(cfg, pool_size=2) if elector is not None else None
     controller = Controller(

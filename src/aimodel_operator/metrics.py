@@ -7,6 +7,10 @@ from prometheus_client import Counter, Gauge, Histogram
 API_WRITES = Counter(
     "aimodel_operator_api_writes_total", "API write requests sent, by HTTP method and resource.", ["method", "resource"]
 )
+API_CONNECTIONS = Counter(
+    "aimodel_operator_api_connections_opened_total",
+    "Connections opened to the API server: a steady rise means they are not being kept and reused.",
+)
 RECONCILES = Counter("aimodel_operator_reconciles_total", "Reconciles run, by result.", ["result"])
 RECONCILE_SECONDS = Histogram(
     "aimodel_operator_reconcile_seconds",

@@ -1,0 +1,72 @@
+"""The operator's API client against the real API server: connections kept across quiet spells."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aimodel_operator.kube import Kube
+from aimodel_worker.credentials import kubeconfig_credentials
+
+NAMESPACE = "/api/v1/namespaces/default"
+
+
+async def _until(what: str, check, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+def test_an_idle_client_keeps_one_connection_warm(kubeconfig):
+    """A worker's report after a quiet spell finds an open connection: no TLS handshake first."""
+
+    async def run() -> None:
+        kube = Kube(kubeconfig_credentials(kubeconfig), keep_warm=0.2, keepalive=0.6)
+        try:
+            await kube.request("GET", NAMESPACE)
+            assert kube.connections_opened == 1
+            quiet = time.monotonic()
+            # Quiet for several keep-alive periods: only the keep-warm reads can keep the connection.
+            await _until("ten keep-warm reads", lambda: kube.keep_warm_reads >= 10)
+            assert time.monotonic() - quiet > 3 * 0.6
+            await kube.request("GET", NAMESPACE)
+            assert kube.connections_opened == 1
+        finally:
+            await kube.close()
+
+    asyncio.run(run())
+
+
+def test_without_keep_warm_reads_a_quiet_client_reconnects(kubeconfig):
+    """What the test above guards against: the pool drops a connection idle past its keep-alive."""
+
+    async def run() -> None:
+        kube = Kube(kubeconfig_credentials(kubeconfig), keepalive=0.3)
+        try:
+            await kube.request("GET", NAMESPACE)
+            assert kube.connections_opened == 1
+            await asyncio.sleep(1.0)  # the quiet spell itself: three keep-alive periods, nothing sent
+            await kube.request("GET", NAMESPACE)
+            assert kube.connections_opened == 2
+            assert kube.keep_warm_reads == 0
+        finally:
+            await kube.close()
+
+    asyncio.run(run())
+
+
+def test_a_busy_client_sends_no_keep_warm_reads(kubeconfig):
+    async def run() -> None:
+        kube = Kube(kubeconfig_credentials(kubeconfig), keep_warm=0.5, keepalive=2)
+        try:
+            end = time.monotonic() + 2
+            while time.monotonic() < end:
+                await kube.request("GET", NAMESPACE)
+                await asyncio.sleep(0.1)
+            assert kube.keep_warm_reads == 0
+            assert kube.connections_opened == 1
+        finally:
+            await kube.close()
+
+    asyncio.run(run())
