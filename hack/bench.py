@@ -5,6 +5,7 @@ real process, then measures:
 
 - latency from an AIModel's create request to its Deployment existing (p50, p90),
 - latency from a worker's Warning event to the AIModel showing Failed (p50, p90),
+  and for one report after 95 s in which the operator sent nothing (its connections kept?),
   and the same with a minimal reporter in place of the operator (the floor: the
   Event's create and one status write, each with its watch delivery),
 - N AIModels created at once: time until all converged, against the time the
@@ -553,6 +554,24 @@ async def _restarts(kube: Kube, ns: str) -> int:
     return sum(cs.get("restartCount", 0) for p in pods["items"] for cs in p["status"].get("containerStatuses") or [])
 
 
+QUIET_SECONDS = 95
+
+
+async def report_after_quiet(kube: Kube, op: Operator, seconds: float = QUIET_SECONDS) -> dict:
+    """One report after ``seconds`` in which the operator had nothing to do: longer than the API
+    server keeps a connection that carries no request (90 s). Does the report wait for a new one?"""
+    ns, name = "bench-latency", "quiet"
+    await kube.create(AIMODELS, ns, model(name, ns, 0))
+    await watch_until(kube, AIMODELS, ns, lambda _t, o: o["metadata"]["name"] == name and "status" in o, 60)
+    await settle(op)
+    connections = "aimodel_operator_api_connections_opened_total"
+    before = sum(op.metric(connections).values())
+    await asyncio.sleep(seconds)  # the quiet spell is what is measured
+    await kube.request("GET", "/version")  # the bench's own connection warm: only the operator's counts
+    ms = await report_ms(kube, ns, name, "bench: a report after a quiet spell")
+    return {"failed_ms_after_quiet": ms, "connections_opened_for_it": sum(op.metric(connections).values()) - before}
+
+
 async def resync(op: Operator, models: int) -> dict:
     """The next full resync (every model reconciled again): the operator's CPU time for it and the
     writes it caused. The operator is idle before it, so its CPU time meanwhile is the resync's."""
@@ -615,6 +634,8 @@ async def run(args: argparse.Namespace) -> dict:
             results["restart_rss_mib"] = op.rss_mib()
             print(f"a full resync (every {RESYNC_SECONDS} s here) ...", flush=True)
             results.update(await resync(op, args.models))
+            print(f"a report after {QUIET_SECONDS} s of quiet ...", flush=True)
+            results.update(await report_after_quiet(kube, op))
             if args.models > POD_PHASES_UP_TO:
                 # At this scale the simulated pods (3 per model) would measure kwok, not the operator.
                 print(f"no worker pod phases above {POD_PHASES_UP_TO} models", flush=True)
