@@ -56,28 +56,6 @@ def model(name: str, namespace: str, replicas: int) -> dict:
     }
 
 
-class BenchKube(Kube):
-    """The bench's client, with its watches on connections of their own.
-
-    A watch holds its connection until it ends, and aiohttp then closes it (the stream was not
-    read to its end). In one pool, each watch opened just before a measured request took the idle
-    keep-alive connection that request would have used, so the request opened a new TLS connection
-    and its handshake was counted in the latency: an Event's create took 1.5 ms on a warm
-    connection and 4.4 ms right after a watch was opened (p50, idle cluster).
-    """
-
-    def __init__(self, creds) -> None:
-        super().__init__(creds)
-        self._watches = Kube(creds)
-
-    def watch(self, *args, **kwargs):
-        return self._watches.watch(*args, **kwargs)
-
-    async def close(self) -> None:
-        await self._watches.close()
-        await super().close()
-
-
 POD_PHASES_UP_TO = 2000
 RESYNC_SECONDS = 30
 
@@ -564,7 +542,7 @@ async def report_after_quiet(kube: Kube, op: Operator, seconds: float = QUIET_SE
     await kube.create(AIMODELS, ns, model(name, ns, 0))
     await watch_until(kube, AIMODELS, ns, lambda _t, o: o["metadata"]["name"] == name and "status" in o, 60)
     await settle(op)
-    connections = "aimodel_operator_api_connections_opened_total"
+    connections = 'aimodel_operator_api_connections_opened_total{use="request"}'
     before = sum(op.metric(connections).values())
     await asyncio.sleep(seconds)  # the quiet spell is what is measured
     await kube.request("GET", "/version")  # the bench's own connection warm: only the operator's counts
@@ -605,7 +583,7 @@ async def run(args: argparse.Namespace) -> dict:
         cluster.kubectl("apply", "--server-side", "-f", str(REPO / "config" / "crd" / "bases"))
         cluster.wait_established("aimodels.model.youxam.com")
         os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
-        kube = BenchKube(await load_configuration())
+        kube = Kube(await load_configuration())
         results: dict = {"models": args.models}
         # The floor first, on the same empty cluster the operator's latencies are measured on.
         print("a report's floor (a minimal reporter, no operator) ...", flush=True)

@@ -162,6 +162,7 @@ class Kube:
         self._ssl = creds.ssl_context() if self.server.startswith("https://") else None
         self._pool_size = pool_size
         self._session: aiohttp.ClientSession | None = None
+        self._watch_session: aiohttp.ClientSession | None = None
         self._token: str | None = None
         self._token_read = -TOKEN_REREAD
         self.write_gate = write_gate
@@ -181,11 +182,9 @@ class Kube:
                 ssl=self._ssl if self._ssl is not None else True,
                 keepalive_timeout=self._keepalive,
             )
-            trace = aiohttp.TraceConfig()
-            trace.on_connection_create_end.append(self._connection_opened)
             # No cookies, no automatic decompression guesses: plain JSON requests.
             self._session = aiohttp.ClientSession(
-                connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trace_configs=[trace]
+                connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trace_configs=[self._trace("request")]
             )
             loop = asyncio.get_running_loop()
             self._last_request = loop.time()
@@ -193,9 +192,29 @@ class Kube:
                 self._warmer = loop.create_task(self._keep_warm_loop(self._keep_warm), name="keep-warm")
         return self._session
 
-    async def _connection_opened(self, *_args: Any) -> None:
-        self.connections_opened += 1
-        metrics.API_CONNECTIONS.inc()
+    def _watches(self) -> aiohttp.ClientSession:
+        """Watches have connections of their own, as many as there are watches: each holds its
+        connection for as long as it runs (one per kind, and per namespace with ``--namespaces``),
+        so in the request pool they could take every connection, and a watch opened again would
+        take the warm connection the next write was to use."""
+        if self._watch_session is None:
+            connector = aiohttp.TCPConnector(limit=0, ssl=self._ssl if self._ssl is not None else True)
+            self._watch_session = aiohttp.ClientSession(
+                connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trace_configs=[self._trace("watch")]
+            )
+        return self._watch_session
+
+    def _trace(self, use: str) -> aiohttp.TraceConfig:
+        opened = metrics.API_CONNECTIONS.labels(use=use)
+
+        async def connection_opened(*_args: Any) -> None:
+            opened.inc()
+            if use == "request":
+                self.connections_opened += 1
+
+        trace = aiohttp.TraceConfig()
+        trace.on_connection_create_end.append(connection_opened)
+        return trace
 
     async def _keep_warm_loop(self, every: float) -> None:
         """While the client is idle, one cheap read (``/version``, readable by everyone
@@ -243,6 +262,9 @@ class Kube:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._watch_session is not None:
+            await self._watch_session.close()
+            self._watch_session = None
 
     async def request(
         self,
@@ -417,7 +439,7 @@ class Kube:
         # arrives as the awaited result does, and a busy stream makes that likely.
         try:
             async with asyncio.timeout(idle):
-                resp = await self._http().get(
+                resp = await self._watches().get(
                     self.server + res.path(namespace),
                     params=list(params.items()),
                     headers=self._headers(),

@@ -9,7 +9,9 @@ API_WRITES = Counter(
 )
 API_CONNECTIONS = Counter(
     "aimodel_operator_api_connections_opened_total",
-    "Connections opened to the API server: a steady rise means they are not being kept and reused.",
+    "Connections opened to the API server, for requests or for watches: requests reuse theirs, a"
+    " steady rise there means connections are not being kept.",
+    ["use"],
 )
 RECONCILES = Counter("aimodel_operator_reconciles_total", "Reconciles run, by result.", ["result"])
 RECONCILE_SECONDS = Histogram(

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
-from aimodel_operator.kube import Kube
+from aimodel_operator.kube import Kube, Resource
 from aimodel_worker.credentials import kubeconfig_credentials
 
 NAMESPACE = "/api/v1/namespaces/default"
@@ -65,6 +66,36 @@ def test_a_busy_client_sends_no_keep_warm_reads(kubeconfig):
                 await kube.request("GET", NAMESPACE)
                 await asyncio.sleep(0.1)
             assert kube.keep_warm_reads == 0
+            assert kube.connections_opened == 1
+        finally:
+            await kube.close()
+
+    asyncio.run(run())
+
+
+def test_a_watch_never_takes_the_connection_a_request_would_use(kubeconfig):
+    """A watch holds its connection as long as it runs and closes it when abandoned: from the request
+    pool it would leave the next write a new TLS connection to open (and, with a watch per kind and
+    namespace, could take every connection)."""
+    namespaces = Resource("", "v1", "namespaces", "Namespace")
+
+    async def run() -> None:
+        kube = Kube(kubeconfig_credentials(kubeconfig))
+        try:
+            rv = (await kube.request("GET", "/api/v1/namespaces"))["metadata"]["resourceVersion"]
+            for _ in range(3):
+                opened = asyncio.Event()
+
+                async def follow(opened: asyncio.Event = opened) -> None:
+                    async for _event in kube.watch(namespaces, rv, opened=opened.set):
+                        pass
+
+                watch = asyncio.create_task(follow())
+                await asyncio.wait_for(opened.wait(), 10)
+                await kube.request("GET", NAMESPACE)
+                watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watch
             assert kube.connections_opened == 1
         finally:
             await kube.close()

@@ -102,3 +102,31 @@ def test_a_scoped_operator_serves_its_namespaces_only(
         assert f"watching namespaces={namespace},{watched_b}" in proc.log_tail(400)
     finally:
         proc.stop()
+
+
+@pytest.fixture
+def many_namespaces(kubectl):
+    """Eight more namespaces: with a watch per kind in each, more watches than pooled connections."""
+    names = [f"t-many-{i}-{uuid.uuid4().hex[:5]}" for i in range(8)]
+    for name in names:
+        kubectl("create", "namespace", name)
+    yield names
+    for name in names:
+        kubectl("delete", "namespace", name, "--wait=false")
+
+
+def test_an_operator_watching_many_namespaces_serves_every_one(
+    operator_process, kubeconfig, kubectl, many_namespaces, tmp_path
+):
+    # Each watch holds a connection as long as it runs: 9 to 11 kinds in 8 namespaces are more
+    # watches than the 64 connections of the request pool, and requests must still get through.
+    operator_process.stop()
+    proc = OperatorProcess(kubeconfig, tmp_path)
+    try:
+        proc.start(extra_args=(f"--namespaces={','.join(many_namespaces)}",))
+        for ns in many_namespaces:
+            kubectl.in_namespace(ns).apply(model("m"))
+        for ns in many_namespaces:
+            kubectl.in_namespace(ns)("wait", "--for=condition=Ready", "aimodel/m", "--timeout=60s")
+    finally:
+        proc.stop()
