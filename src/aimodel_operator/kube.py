@@ -177,15 +177,7 @@ class Kube:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
-            connector = aiohttp.TCPConnector(
-                limit=self._pool_size,
-                ssl=self._ssl if self._ssl is not None else True,
-                keepalive_timeout=self._keepalive,
-            )
-            # No cookies, no automatic decompression guesses: plain JSON requests.
-            self._session = aiohttp.ClientSession(
-                connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trace_configs=[self._trace("request")]
-            )
+            self._session = self._new_session("request", limit=self._pool_size, keepalive_timeout=self._keepalive)
             loop = asyncio.get_running_loop()
             self._last_request = loop.time()
             if self._keep_warm and self._warmer is None:
@@ -198,13 +190,12 @@ class Kube:
         so in the request pool they could take every connection, and a watch opened again would
         take the warm connection the next write was to use."""
         if self._watch_session is None:
-            connector = aiohttp.TCPConnector(limit=0, ssl=self._ssl if self._ssl is not None else True)
-            self._watch_session = aiohttp.ClientSession(
-                connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trace_configs=[self._trace("watch")]
-            )
+            self._watch_session = self._new_session("watch", limit=0)
         return self._watch_session
 
-    def _trace(self, use: str) -> aiohttp.TraceConfig:
+    def _new_session(self, use: str, **pool: Any) -> aiohttp.ClientSession:
+        """A connection pool for ``use`` (requests or watches), counting the connections it opens."""
+        connector = aiohttp.TCPConnector(ssl=self._ssl if self._ssl is not None else True, **pool)
         opened = metrics.API_CONNECTIONS.labels(use=use)
 
         async def connection_opened(*_args: Any) -> None:
@@ -214,7 +205,8 @@ class Kube:
 
         trace = aiohttp.TraceConfig()
         trace.on_connection_create_end.append(connection_opened)
-        return trace
+        # No cookies, no automatic decompression guesses: plain JSON requests.
+        return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trace_configs=[trace])
 
     async def _keep_warm_loop(self, every: float) -> None:
         """While the client is idle, one cheap read (``/version``, readable by everyone
@@ -227,7 +219,7 @@ class Kube:
                 await asyncio.sleep(every - idle)
                 continue
             try:
-                await self._send("GET", "/version", None, None, "application/json", 10, False)
+                await self.request("GET", "/version", timeout=10)
                 self.keep_warm_reads += 1
             except asyncio.CancelledError:
                 raise

@@ -5,11 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterator
 
 from aimodel_operator.kube import Kube, Resource
 from aimodel_worker.credentials import kubeconfig_credentials
 
 NAMESPACE = "/api/v1/namespaces/default"
+
+
+@contextlib.asynccontextmanager
+async def _client(kubeconfig, **options) -> AsyncIterator[Kube]:
+    kube = Kube(kubeconfig_credentials(kubeconfig), **options)
+    try:
+        yield kube
+    finally:
+        await kube.close()
 
 
 async def _until(what: str, check, timeout: float = 20) -> None:
@@ -23,8 +33,7 @@ def test_an_idle_client_keeps_one_connection_warm(kubeconfig):
     """A worker's report after a quiet spell finds an open connection: no TLS handshake first."""
 
     async def run() -> None:
-        kube = Kube(kubeconfig_credentials(kubeconfig), keep_warm=0.2, keepalive=0.6)
-        try:
+        async with _client(kubeconfig, keep_warm=0.2, keepalive=0.6) as kube:
             await kube.request("GET", NAMESPACE)
             assert kube.connections_opened == 1
             quiet = time.monotonic()
@@ -33,8 +42,6 @@ def test_an_idle_client_keeps_one_connection_warm(kubeconfig):
             assert time.monotonic() - quiet > 3 * 0.6
             await kube.request("GET", NAMESPACE)
             assert kube.connections_opened == 1
-        finally:
-            await kube.close()
 
     asyncio.run(run())
 
@@ -43,32 +50,26 @@ def test_without_keep_warm_reads_a_quiet_client_reconnects(kubeconfig):
     """What the test above guards against: the pool drops a connection idle past its keep-alive."""
 
     async def run() -> None:
-        kube = Kube(kubeconfig_credentials(kubeconfig), keepalive=0.3)
-        try:
+        async with _client(kubeconfig, keepalive=0.3) as kube:
             await kube.request("GET", NAMESPACE)
             assert kube.connections_opened == 1
             await asyncio.sleep(1.0)  # the quiet spell itself: three keep-alive periods, nothing sent
             await kube.request("GET", NAMESPACE)
             assert kube.connections_opened == 2
             assert kube.keep_warm_reads == 0
-        finally:
-            await kube.close()
 
     asyncio.run(run())
 
 
 def test_a_busy_client_sends_no_keep_warm_reads(kubeconfig):
     async def run() -> None:
-        kube = Kube(kubeconfig_credentials(kubeconfig), keep_warm=0.5, keepalive=2)
-        try:
+        async with _client(kubeconfig, keep_warm=0.5, keepalive=2) as kube:
             end = time.monotonic() + 2
             while time.monotonic() < end:
                 await kube.request("GET", NAMESPACE)
                 await asyncio.sleep(0.1)
             assert kube.keep_warm_reads == 0
             assert kube.connections_opened == 1
-        finally:
-            await kube.close()
 
     asyncio.run(run())
 
@@ -80,8 +81,7 @@ def test_a_watch_never_takes_the_connection_a_request_would_use(kubeconfig):
     namespaces = Resource("", "v1", "namespaces", "Namespace")
 
     async def run() -> None:
-        kube = Kube(kubeconfig_credentials(kubeconfig))
-        try:
+        async with _client(kubeconfig) as kube:
             rv = (await kube.request("GET", "/api/v1/namespaces"))["metadata"]["resourceVersion"]
             for _ in range(3):
                 opened = asyncio.Event()
@@ -97,7 +97,5 @@ def test_a_watch_never_takes_the_connection_a_request_would_use(kubeconfig):
                 with contextlib.suppress(asyncio.CancelledError):
                     await watch
             assert kube.connections_opened == 1
-        finally:
-            await kube.close()
 
     asyncio.run(run())
