@@ -18,7 +18,11 @@ real process, then measures:
 - a node failure: kwok (which plays both nodes) is killed, the node lifecycle
   controller marks every worker pod not Ready, and the N models' statuses
   follow: the operator's status writes per second (bounded by
-  --status-writes-per-second), and a worker's report -> Failed meanwhile.
+  --status-writes-per-second), and workers' reports -> Failed meanwhile, each
+  followed by one to the floor reporter on a copy of the CRD the operator does
+  not serve (what the API server, busy with the storm, lets any reporter do).
+
+A report's time is also split: of its milliseconds, the Event's create alone.
 """
 
 from __future__ import annotations
@@ -34,9 +38,12 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import NamedTuple
 
-from aimodel_operator import builders
+from aimodel_operator import api, builders
 from aimodel_operator.intake import FIELD_SELECTOR
 from aimodel_operator.kube import DEPLOYMENTS, EVENTS, Kube, Resource, load_configuration
 from aimodel_operator.settings import Settings
@@ -45,6 +52,17 @@ from devcluster.cluster import Cluster, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 NAMESPACES = Resource("", "v1", "namespaces", "Namespace")
+# The AIModel CRD again under a group of its own, which the operator does not serve: the floor
+# reporter writes these while the operator runs (a node failure), on the same schema.
+FLOOR_GROUP = "floor.bench"
+FLOOR_MODELS = Resource(FLOOR_GROUP, api.VERSION, api.PLURAL, api.KIND)
+
+
+def floor_crd() -> dict:
+    crd = api.crd()
+    crd["metadata"]["name"] = f"{api.PLURAL}.{FLOOR_GROUP}"
+    crd["spec"]["group"] = FLOOR_GROUP
+    return crd
 
 
 def model(name: str, namespace: str, replicas: int) -> dict:
@@ -294,23 +312,35 @@ def report_event(name: str, ns: str, message: str = "bench") -> dict:
     }
 
 
-async def report_ms(kube: Kube, ns: str, name: str, message: str = "bench") -> float:
-    """Send a worker's report on ``name``; milliseconds from its create request until the AIModel
-    shows Failed, timed once the observing watch is open."""
+class Timed(NamedTuple):
+    """A report's milliseconds: until the AIModel showed Failed, and of that the Event's create alone."""
+
+    total: float
+    create: float
+
+
+async def report_ms(kube: Kube, ns: str, name: str, message: str = "bench", res: Resource = AIMODELS) -> Timed:
+    """Send a worker's report on ``name`` (a ``res``); milliseconds from its create request until
+    it shows Failed, timed once the observing watch is open."""
 
     def failed(_t: str, obj: dict) -> bool:
         return obj["metadata"]["name"] == name and (obj.get("status") or {}).get("state") == "Failed"
 
     listed = asyncio.Event()
-    watcher = asyncio.create_task(watch_until(kube, AIMODELS, ns, failed, 30, listed))
+    watcher = asyncio.create_task(watch_until(kube, res, ns, failed, 30, listed))
     await listed.wait()
+    event = report_event(name, ns, message)
+    if res is not AIMODELS:
+        # As the reference worker does, reports on AIModels name no apiVersion; the floor's copy needs it.
+        event["involvedObject"]["apiVersion"] = res.api_version
     t0 = time.monotonic()
-    await kube.create(EVENTS, ns, report_event(name, ns, message))
+    await kube.create(EVENTS, ns, event)
+    created = time.monotonic()
     await watcher
-    return (time.monotonic() - t0) * 1000
+    return Timed((time.monotonic() - t0) * 1000, (created - t0) * 1000)
 
 
-async def floor_reporter(ns: str) -> None:
+async def floor_reporter(ns: str, res: Resource = AIMODELS) -> None:
     """The least any operator must do for a report, as its own process: watch the Warning events
     naming an AIModel and write that model's status. No caches, no checks, nothing else running."""
     kube = Kube(await load_configuration())
@@ -327,18 +357,35 @@ async def floor_reporter(ns: str) -> None:
                 continue
             name = obj["involvedObject"]["name"]
             body = {
-                "apiVersion": AIMODELS.api_version,
+                "apiVersion": res.api_version,
                 "kind": "AIModel",
                 "metadata": {"name": name, "namespace": ns},
                 "status": {"state": "Failed", "message": obj["message"]},
             }
             await kube.request(
                 "PATCH",
-                AIMODELS.path(ns, name, "status"),
+                res.path(ns, name, "status"),
                 body=body,
                 query={"fieldManager": "bench-floor", "force": "true"},
                 content_type="application/apply-patch+yaml",
             )
+
+
+@asynccontextmanager
+async def floor_running(ns: str, res: Resource) -> AsyncIterator[None]:
+    """The floor reporter, as its own process, for the ``res`` objects in ``ns``."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--floor-reporter", ns, "--floor-group", res.group, stdout=subprocess.PIPE
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 60)
+        if line.strip() != b"watching":
+            raise SystemExit(f"floor reporter did not start: {line!r}")
+        yield
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 10)
 
 
 async def report_floor(kube: Kube, samples: int) -> dict:
@@ -349,31 +396,27 @@ async def report_floor(kube: Kube, samples: int) -> dict:
     ns = "bench-floor"
     await namespace(kube, ns)
     await gather_limited(8, (kube.create(AIMODELS, ns, model(f"f{i}", ns, 0)) for i in range(samples)))
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--floor-reporter", ns, stdout=subprocess.PIPE
-    )
-    try:
-        assert proc.stdout is not None
-        line = await asyncio.wait_for(proc.stdout.readline(), 60)
-        if line.strip() != b"watching":
-            raise SystemExit(f"floor reporter did not start: {line!r}")
-        failed_ms = [await report_ms(kube, ns, f"f{i}") for i in range(samples)]
-    finally:
-        proc.terminate()
-        await asyncio.wait_for(proc.wait(), 10)
+    async with floor_running(ns, AIMODELS):
+        timed = [await report_ms(kube, ns, f"f{i}") for i in range(samples)]
     await kube.request("DELETE", f"/api/v1/namespaces/{ns}")
     deadline = time.monotonic() + 120
     while await kube.get(NAMESPACES, None, ns) is not None:
         if time.monotonic() > deadline:
             raise SystemExit(f"namespace {ns} not deleted")
         await asyncio.sleep(0.2)
-    return {"failed_floor_ms_p50": statistics.median(failed_ms), "failed_floor_ms_p90": pct(failed_ms, 90)}
+    failed_ms = [t.total for t in timed]
+    return {
+        "failed_floor_ms_p50": statistics.median(failed_ms),
+        "failed_floor_ms_p90": pct(failed_ms, 90),
+        "failed_floor_event_create_ms_p50": statistics.median(t.create for t in timed),
+    }
 
 
 async def latencies(kube: Kube, op: Operator, samples: int) -> dict:
     ns = "bench-latency"
     await namespace(kube, ns)
-    create_ms, failed_ms = [], []
+    create_ms: list[float] = []
+    timed: list[Timed] = []
     for i in range(samples):
         name = f"l{i}"
         seen = asyncio.Event()
@@ -405,18 +448,20 @@ async def latencies(kube: Kube, op: Operator, samples: int) -> dict:
     await settle(op)
     for i in range(samples):
         events = op.writes()[1]
-        failed_ms.append(await report_ms(kube, ns, f"l{i}"))
+        timed.append(await report_ms(kube, ns, f"l{i}"))
         # Reports are independent: the next one does not race this one's Event for humans
         # (StateFailed), posted once the status is written.
         deadline = time.monotonic() + 10
         while op.writes()[1] <= events and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
 
+    failed_ms = [t.total for t in timed]
     return {
         "deployment_ms_p50": statistics.median(create_ms),
         "deployment_ms_p90": pct(create_ms, 90),
         "failed_ms_p50": statistics.median(failed_ms),
         "failed_ms_p90": pct(failed_ms, 90),
+        "failed_event_create_ms_p50": statistics.median(t.create for t in timed),
     }
 
 
@@ -467,16 +512,28 @@ async def crash_loop(kube: Kube, op: Operator, seconds: float = 60) -> dict:
     return {"seconds": seconds, "pod_restarts": restarts, "writes": sum(writes.values())}
 
 
+# Reports sent during the node failure, each followed by one to the floor reporter, this far apart.
+STORM_REPORTS = 20
+STORM_REPORT_SPACING = 0.5
+
+
 async def node_failure(kube: Kube, op: Operator, cluster: Cluster, n: int) -> dict:
     """Kill kwok; once the nodes' leases lapse every pod turns not Ready. Operator writes per second
-    while the N bulk models follow, and the latency of a worker's report in the middle of it."""
-    ns, latency_ns = "bench-bulk", "bench-latency"
-    await kube.create(AIMODELS, latency_ns, model("storm", latency_ns, 1))
+    while the N bulk models follow; and meanwhile workers' reports, each followed by one to the floor
+    reporter (on the CRD's copy, which the operator ignores): what the API server, busy with the
+    storm, lets any reporter do."""
+    ns, latency_ns, floor_ns = "bench-bulk", "bench-latency", "bench-storm-floor"
+    await namespace(kube, floor_ns)
+    for i in range(STORM_REPORTS):
+        await kube.create(AIMODELS, latency_ns, model(f"storm{i}", latency_ns, 0))
+        floor_model = model(f"f{i}", floor_ns, 0)
+        floor_model["apiVersion"] = FLOOR_MODELS.api_version
+        await kube.create(FLOOR_MODELS, floor_ns, floor_model)
     await watch_until(
         kube,
         AIMODELS,
         latency_ns,
-        lambda _t, o: o["metadata"]["name"] == "storm" and (o.get("status") or {}).get("readyReplicas") == 1,
+        lambda _t, o: o["metadata"]["name"] == f"storm{STORM_REPORTS - 1}" and "status" in o,
     )
     await settle(op)
     flipped: dict[str, float] = {}
@@ -498,19 +555,27 @@ async def node_failure(kube: Kube, op: Operator, cluster: Cluster, n: int) -> di
             samples.append((time.monotonic(), op.writes()[0]))
             await asyncio.sleep(0.25)
 
-    sampler = asyncio.create_task(sample())
-    killed = time.monotonic()
-    cluster.kill_component("kwok")
-    try:
-        await first_flip.wait()
-        storm = time.monotonic()
-        failed_ms = await report_ms(kube, latency_ns, "storm", "bench: a report during the storm")
-        await watcher
-        done = time.monotonic()
-        await settle(op)
-    finally:
-        sampler.cancel()
-        cluster.restart_component("kwok")
+    ours: list[Timed] = []
+    floor: list[Timed] = []
+    async with floor_running(floor_ns, FLOOR_MODELS):
+        sampler = asyncio.create_task(sample())
+        killed = time.monotonic()
+        cluster.kill_component("kwok")
+        try:
+            await first_flip.wait()
+            storm = time.monotonic()
+            for i in range(STORM_REPORTS):
+                if watcher.done():
+                    break
+                ours.append(await report_ms(kube, latency_ns, f"storm{i}", "bench: a report during the storm"))
+                floor.append(await report_ms(kube, floor_ns, f"f{i}", "bench: the floor", FLOOR_MODELS))
+                await asyncio.sleep(STORM_REPORT_SPACING)  # spreads the reports over the storm
+            await watcher
+            done = time.monotonic()
+            await settle(op)
+        finally:
+            sampler.cancel()
+            cluster.restart_component("kwok")
     # Writes per second over sliding 1 s windows, from the first flip until quiet.
     window = [(t, w) for t, w in samples if t >= storm - 0.25]
     per_second = [
@@ -523,7 +588,12 @@ async def node_failure(kube: Kube, op: Operator, cluster: Cluster, n: int) -> di
         "flip_spread_seconds": done - storm,
         "status_writes": total,
         "max_writes_per_second": max(per_second, default=0.0),
-        "failed_ms_during_storm": failed_ms,
+        "reports": len(ours),
+        "failed_ms_p50": statistics.median(t.total for t in ours),
+        "failed_ms_p90": pct([t.total for t in ours], 90),
+        "failed_floor_ms_p50": statistics.median(t.total for t in floor),
+        "failed_floor_ms_p90": pct([t.total for t in floor], 90),
+        "event_create_ms_p50": statistics.median(t.create for t in ours + floor),
     }
 
 
@@ -546,7 +616,7 @@ async def report_after_quiet(kube: Kube, op: Operator, seconds: float = QUIET_SE
     before = sum(op.metric(connections).values())
     await asyncio.sleep(seconds)  # the quiet spell is what is measured
     await kube.request("GET", "/version")  # the bench's own connection warm: only the operator's counts
-    ms = await report_ms(kube, ns, name, "bench: a report after a quiet spell")
+    ms = (await report_ms(kube, ns, name, "bench: a report after a quiet spell")).total
     return {"failed_ms_after_quiet": ms, "connections_opened_for_it": sum(op.metric(connections).values()) - before}
 
 
@@ -581,7 +651,11 @@ async def run(args: argparse.Namespace) -> dict:
     cluster.up()
     try:
         cluster.kubectl("apply", "--server-side", "-f", str(REPO / "config" / "crd" / "bases"))
+        floor_file = cluster.dir / "floor-crd.json"
+        floor_file.write_text(json.dumps(floor_crd()))
+        cluster.kubectl("apply", "--server-side", "-f", str(floor_file))
         cluster.wait_established("aimodels.model.youxam.com")
+        cluster.wait_established(floor_crd()["metadata"]["name"])
         os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
         kube = Kube(await load_configuration())
         results: dict = {"models": args.models}
@@ -644,9 +718,11 @@ def main() -> None:
     parser.add_argument("--models", type=int, default=1000)
     parser.add_argument("--samples", type=int, default=30)
     parser.add_argument("--floor-reporter", metavar="NAMESPACE", help=argparse.SUPPRESS)
+    parser.add_argument("--floor-group", default=api.GROUP, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.floor_reporter:
-        asyncio.run(floor_reporter(args.floor_reporter))
+        res = AIMODELS if args.floor_group == api.GROUP else FLOOR_MODELS
+        asyncio.run(floor_reporter(args.floor_reporter, res))
         return
     results = asyncio.run(run(args))
     print(json.dumps(results, indent=2))
