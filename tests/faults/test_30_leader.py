@@ -295,7 +295,10 @@ def test_a_skewed_clock_does_not_steal_a_live_lease(crds_installed, k, namespace
         )
         # Taken only once the record had been unchanged a whole lease duration on the operator's clock.
         assert taken >= LEASE_SECONDS - 1, f"taken {taken:.1f}s after the last renewal"
-        assert writes and all(f"/leases/{LEASE}" in w.path for w in writes), writes
+        # Nothing written before the lease was taken. Once it leads, the operator may reconcile
+        # models left behind by earlier tests (the cluster is shared), so later writes may be
+        # anything; the first one is the takeover.
+        assert writes and f"/leases/{LEASE}" in min(writes, key=lambda w: w.time).path, writes
         assert op.proc.poll() is None, op.log_tail()
     finally:
         other.stop()
