@@ -55,6 +55,7 @@ def measure(broker: str, api: OpenAIStandIn, gateway: EndpointStandIn, concurren
         "MAX_PROCESS_NUM": str(concurrency),
         "PULSAR_URL": broker,
         "RES_TOPIC_NAME": "res-topic",
+        "ANSWER_ENDPOINTS": gateway.url,
         "LOG_LEVEL": "WARNING",
     }
     worker = WorkerProcess(env, STATE_DIR / f"worker-{concurrency}.log").start()

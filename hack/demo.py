@@ -199,7 +199,9 @@ def one_request(cluster: Cluster, api: OpenAIStandIn, gateway: EndpointStandIn) 
     results = client.subscribe(
         "res-topic", f"demo-usage-{os.getpid()}", initial_position=pulsar_client.InitialPosition.Latest
     )
-    worker = start_worker(cluster, WORKER_SAMPLE)
+    # The gateway's answer URL is the workers' only allowed answer endpoint; on a real cluster the
+    # operator passes it from its configuration (ANSWER_ENDPOINTS, the chart's answerEndpoints).
+    worker = start_worker(cluster, WORKER_SAMPLE, ANSWER_ENDPOINTS=gateway.url)
     try:
         rid, message = gateway.request("gpt-4o-mini", "What does the AI Model Operator do?")
         print("queued on model-gpt-4o-mini, as the API gateway does:")
@@ -275,7 +277,7 @@ def autoscaling_loop(cluster: Cluster, admin: str, api: OpenAIStandIn, gateway: 
     snapshot("scaled up")
     show(cluster, "get", "hpa")
     # A local model: the worker calls the model server of its pod (LOCAL_API_URL), the stand-in here.
-    worker = start_worker(cluster, KEDA_SAMPLE, LOCAL_API_URL=api.url)
+    worker = start_worker(cluster, KEDA_SAMPLE, LOCAL_API_URL=api.url, ANSWER_ENDPOINTS=gateway.url)
     try:
         for rid in ids:
             gateway.answer(rid, timeout=60)

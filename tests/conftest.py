@@ -196,3 +196,69 @@ def send_requests(broker):
 
     yield send
     client.close()
+
+
+RES_TOPIC = "res-topic"
+
+
+@pytest.fixture
+def served_operator(operator_process, broker, gateway):
+    """The operator giving workers the test Pulsar's URL and the stand-in gateway as their one
+    answer endpoint (restored by the ``operator`` fixture later)."""
+    operator_process.stop()
+    operator_process.start({"PULSAR_URL": broker, "RES_TOPIC_NAME": RES_TOPIC, "ANSWER_ENDPOINTS": gateway.url})
+    return operator_process
+
+
+@pytest.fixture
+def served_model(served_operator, k, namespace, healthy_upstream, kubectl, kubeconfig, tmp_path):
+    upstream = healthy_upstream
+    """A remote AIModel served by the stand-in upstream; ``model.start()`` runs one of its workers."""
+    from standins.kubelet import WorkerProcess, worker_environment
+
+    name = "chat"
+    model_name = f"gpt-4o-{uuid.uuid4().hex[:6]}"
+    upstream.models.add(model_name)
+    k.apply(
+        {
+            "apiVersion": "model.youxam.com/v1alpha1",
+            "kind": "AIModel",
+            "metadata": {"name": name},
+            "spec": {
+                "type": "remote",
+                "model": model_name,
+                "baseURL": upstream.url,
+                "apiKey": upstream.api_key,
+                "image": "user/image:tag",
+                "maxProcessNum": 8,
+            },
+        }
+    )
+    wait_for("the model Running", lambda: (k.get("aimodel", name).get("status") or {}).get("state") == "Running")
+    processes: list[WorkerProcess] = []
+
+    class Model:
+        def __init__(self) -> None:
+            self.name = name
+            self.model_name = model_name
+            self.topic = f"persistent://public/default/model-{model_name}"
+            self.subscription = f"model-{model_name}-subscription"
+            self.rest_topic = f"persistent/public/default/model-{model_name}"  # the admin API's form
+            self.termination_log = tmp_path / f"{name}-termination-log"
+
+        def env(self) -> dict[str, str]:
+            return worker_environment(kubectl, kubeconfig, namespace, name, tmp_path)
+
+        def start(self, **overrides: str) -> WorkerProcess:
+            env = {**self.env(), **overrides}
+            proc = WorkerProcess(env, tmp_path / f"worker-{len(processes)}.log").start()
+            processes.append(proc)
+            return proc
+
+        def state(self) -> tuple[str | None, str | None]:
+            status = k.get("aimodel", name).get("status") or {}
+            return status.get("state"), status.get("message")
+
+    yield Model()
+    for proc in processes:
+        proc.stop()

@@ -20,6 +20,9 @@ class EndpointStandIn(Served):
         app = web.Application(client_max_size=8 << 20)
         app.router.add_post("/res", self._post)
         app.router.add_get("/res/ws", self._ws)
+        # A hostile answer URL on the gateway's own origin: redirects to ``moved_to`` (307 keeps
+        # the method and body, so a client that follows it re-sends the answer there).
+        app.router.add_route("*", "/moved", self._moved)
         super().__init__(app)
         self.answers: dict[str, list[dict[str, Any]]] = {}
         self.frames: dict[str, list[dict[str, Any]]] = {}
@@ -27,6 +30,12 @@ class EndpointStandIn(Served):
         # request_id -> when its (first) whole answer or end frame arrived (time.monotonic()).
         self.answered_at: dict[str, float] = {}
         self._changed = threading.Condition()
+        # The next this many answers (POSTs and WebSocket handshakes) are refused with HTTP 503, as
+        # a gateway that is restarting would; ``refused`` counts those refused so far.
+        self.refuse = 0
+        self.refused = 0
+        self.moved_to = "http://127.0.0.1:9/"
+        self.moved = 0
 
     @property
     def post_url(self) -> str:
@@ -45,7 +54,23 @@ class EndpointStandIn(Served):
         endpoint = self.ws_url if stream else self.post_url
         return rid, {"request_id": rid, "endpoint": endpoint, "stream": stream, "data": data}
 
+    def _refusing(self) -> bool:
+        with self._changed:
+            if self.refuse <= 0:
+                return False
+            self.refuse -= 1
+            self.refused += 1
+            self._changed.notify_all()
+            return True
+
+    async def _moved(self, request: web.Request) -> web.Response:
+        with self._changed:
+            self.moved += 1
+        raise web.HTTPTemporaryRedirect(self.moved_to)
+
     async def _post(self, request: web.Request) -> web.Response:
+        if self._refusing():
+            return web.json_response({"error": "restarting"}, status=503)
         try:
             doc = await request.json()
         except ValueError:
@@ -56,7 +81,9 @@ class EndpointStandIn(Served):
             self._changed.notify_all()
         return web.json_response({"status": "ok"})
 
-    async def _ws(self, request: web.Request) -> web.WebSocketResponse:
+    async def _ws(self, request: web.Request) -> web.StreamResponse:
+        if self._refusing():
+            return web.json_response({"error": "restarting"}, status=503)
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         async for msg in ws:

@@ -194,6 +194,8 @@ def worker_env(model: Manifest, settings: Settings) -> list[dict[str, Any]]:
         if settings.pulsar_token
         else _env("PULSAR_TOKEN", "")
     )
+    # Only when configured: an operator without it keeps the pod template it always had.
+    answers = [_env("ANSWER_ENDPOINTS", settings.answer_endpoints)] if settings.answer_endpoints else []
     return [
         _env("NODE_TYPE", spec["type"]),
         _env("MODEL_NAME", spec["model"]),
@@ -205,6 +207,7 @@ def worker_env(model: Manifest, settings: Settings) -> list[dict[str, Any]]:
         _env("PULSAR_URL", settings.pulsar_url),
         pulsar_token,
         _env("RES_TOPIC_NAME", settings.res_topic_name),
+        *answers,
         # The pod name lets a worker name itself as the reporting instance of its events.
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
     ]

@@ -18,6 +18,9 @@ class Settings:
     pulsar_url: str = DEFAULT_PULSAR_URL
     pulsar_token: str = ""
     res_topic_name: str = DEFAULT_RES_TOPIC_NAME
+    # Where workers may send answers (the gateway's answer URLs), passed as ANSWER_ENDPOINTS;
+    # empty: the worker's own default (any endpoint but loopback and link-local).
+    answer_endpoints: str = ""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -27,4 +30,5 @@ class Settings:
             pulsar_url=env.get("PULSAR_URL") or DEFAULT_PULSAR_URL,
             pulsar_token=env.get("PULSAR_TOKEN", ""),
             res_topic_name=env.get("RES_TOPIC_NAME") or DEFAULT_RES_TOPIC_NAME,
+            answer_endpoints=" ".join(env.get("ANSWER_ENDPOINTS", "").replace(",", " ").split()),
         )

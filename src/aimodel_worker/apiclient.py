@@ -43,6 +43,15 @@ def _server_message(body: bytes) -> str:
     return str(status.get("message") or text) if isinstance(status, dict) else text
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """urllib's default opener follows 301/302/303/307/308, Authorization header included, to any
+    host and even from https to http: a redirect would carry the pod's token away. None is
+    followed; the 3xx comes back as an error."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        return None
+
+
 class ApiClient:
     """Sends JSON requests, retrying connection errors and 429/5xx answers with backoff."""
 
@@ -62,7 +71,7 @@ class ApiClient:
         self.max_delay = max_delay
         self.timeout = timeout
         self._sleep = sleep
-        handlers = []
+        handlers: list[urllib.request.BaseHandler] = [_NoRedirects()]
         if credentials.server.startswith("https:"):
             handlers.append(urllib.request.HTTPSHandler(context=credentials.ssl_context()))
         self._opener = urllib.request.build_opener(*handlers)
@@ -88,6 +97,8 @@ class ApiClient:
                 message = _server_message(exc.read())
                 if exc.code in (401, 403):
                     raise PermissionDenied(exc.code, _denied(method, path, exc.code, message)) from None
+                if 300 <= exc.code < 400:
+                    raise ApiError(exc.code, f"{method} {path}: HTTP {exc.code}: redirects are not followed") from None
                 if exc.code not in RETRYABLE_STATUSES or attempt == self.attempts:
                     tries = f" after {attempt} attempts" if attempt > 1 else ""
                     raise ApiError(exc.code, f"{method} {path} failed{tries}: HTTP {exc.code}: {message}") from None

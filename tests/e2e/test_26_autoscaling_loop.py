@@ -28,9 +28,10 @@ QUEUED = 10  # -> ceil(10 / 2) = 5 workers
 
 
 @pytest.fixture
-def scaling_operator(recorded_operator, keda, pulsar, broker):
-    """The operator with Pulsar's admin and broker URLs, on a cluster running KEDA, behind a recording proxy."""
-    return recorded_operator({"PULSAR_ADMIN_URL": pulsar, "PULSAR_URL": broker})
+def scaling_operator(recorded_operator, keda, pulsar, broker, gateway):
+    """The operator with Pulsar's admin and broker URLs and the stand-in gateway as the workers'
+    answer endpoint, on a cluster running KEDA, behind a recording proxy."""
+    return recorded_operator({"PULSAR_ADMIN_URL": pulsar, "PULSAR_URL": broker, "ANSWER_ENDPOINTS": gateway.url})
 
 
 @pytest.fixture

@@ -29,65 +29,8 @@ def pulsar_client(broker):
 
 
 @pytest.fixture
-def served_operator(operator_process, broker):
-    """The operator giving workers the test Pulsar's URL (restored by the ``operator`` fixture later)."""
-    operator_process.stop()
-    operator_process.start({"PULSAR_URL": broker, "RES_TOPIC_NAME": RES_TOPIC})
-    return operator_process
-
-
-@pytest.fixture
-def model(served_operator, k, namespace, healthy_upstream, kubectl, kubeconfig, tmp_path):
-    upstream = healthy_upstream
-    """A remote AIModel served by the stand-in upstream; ``model.start()`` runs one of its workers."""
-    from standins.kubelet import WorkerProcess, worker_environment
-
-    name = "chat"
-    model_name = f"gpt-4o-{uuid.uuid4().hex[:6]}"
-    upstream.models.add(model_name)
-    k.apply(
-        {
-            "apiVersion": "model.youxam.com/v1alpha1",
-            "kind": "AIModel",
-            "metadata": {"name": name},
-            "spec": {
-                "type": "remote",
-                "model": model_name,
-                "baseURL": upstream.url,
-                "apiKey": upstream.api_key,
-                "image": "user/image:tag",
-                "maxProcessNum": 8,
-            },
-        }
-    )
-    wait_for("the model Running", lambda: (k.get("aimodel", name).get("status") or {}).get("state") == "Running")
-    processes: list[WorkerProcess] = []
-
-    class Model:
-        def __init__(self) -> None:
-            self.name = name
-            self.model_name = model_name
-            self.topic = f"persistent://public/default/model-{model_name}"
-            self.subscription = f"model-{model_name}-subscription"
-            self.rest_topic = f"persistent/public/default/model-{model_name}"  # the admin API's form
-            self.termination_log = tmp_path / f"{name}-termination-log"
-
-        def env(self) -> dict[str, str]:
-            return worker_environment(kubectl, kubeconfig, namespace, name, tmp_path)
-
-        def start(self, **overrides: str) -> WorkerProcess:
-            env = {**self.env(), **overrides}
-            proc = WorkerProcess(env, tmp_path / f"worker-{len(processes)}.log").start()
-            processes.append(proc)
-            return proc
-
-        def state(self) -> tuple[str | None, str | None]:
-            status = k.get("aimodel", name).get("status") or {}
-            return status.get("state"), status.get("message")
-
-    yield Model()
-    for proc in processes:
-        proc.stop()
+def model(served_model):
+    return served_model
 
 
 def request(model, gateway, *, stream: bool = False, text: str = "hello there"):
@@ -222,6 +165,48 @@ def test_a_request_in_flight_on_a_killed_worker_is_answered_by_another(model, ga
     model.start()
     assert gateway.answer(rid, timeout=60)["data"]["object"] == "chat.completion"
     wait_for("the backlog drained", lambda: pulsar_mod.backlog(pulsar, model.rest_topic, model.subscription) == 0)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["post", "websocket"])
+def test_an_answer_the_gateway_refuses_is_handed_back_and_answered_once(
+    model, gateway, send_requests, upstream, pulsar, stream
+):
+    """The gateway restarting while an answer is on its way (HTTP 503): the request is handed back
+    (an awaited nack), redelivered and answered once; nothing stays unacknowledged."""
+    from devcluster import pulsar as pulsar_mod
+
+    worker = model.start()
+    gateway.refuse = 1
+    rid, msg = request(model, gateway, stream=stream)
+    send_requests(model.topic, [msg])
+    if stream:
+        frames = gateway.stream(rid, timeout=60)
+        assert frames[-1]["end"] is True and "data" not in frames[-1], frames
+    else:
+        assert gateway.answer(rid, timeout=60)["data"]["object"] == "chat.completion"
+    assert gateway.refused == 1
+    wait_for("the backlog drained", lambda: pulsar_mod.backlog(pulsar, model.rest_topic, model.subscription) == 0)
+    assert len(gateway.answers.get(rid, [])) + (rid in gateway.ended) == 1
+    assert "handed back" in worker.log.read_text()
+    assert "never awaited" not in worker.log.read_text()
+
+
+def test_sigterm_past_the_grace_hands_the_request_back(model, gateway, send_requests, upstream, pulsar):
+    """A request still upstream when the grace ends is handed back (awaited) and another worker answers it."""
+    from devcluster import pulsar as pulsar_mod
+
+    first = model.start(SHUTDOWN_GRACE="0.5")
+    upstream.delay = 30.0
+    rid, msg = request(model, gateway)
+    send_requests(model.topic, [msg])
+    wait_for("the request in flight upstream", lambda: upstream.inflight == 1, timeout=30)
+    first.signal(signal.SIGTERM)
+    assert first.wait(timeout=30) == 0, first.log_tail()
+    upstream.delay = 0.0
+    model.start()
+    assert gateway.answer(rid, timeout=60)["data"]["object"] == "chat.completion"
+    wait_for("the backlog drained", lambda: pulsar_mod.backlog(pulsar, model.rest_topic, model.subscription) == 0)
+    assert "never awaited" not in first.log.read_text(), first.log_tail()
 
 
 def test_sigterm_finishes_the_requests_in_flight(model, gateway, send_requests, upstream, pulsar):

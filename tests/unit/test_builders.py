@@ -674,3 +674,10 @@ def test_a_rotated_key_behind_api_key_secret_ref_rolls_the_workers():
     # itself (so that the Deployment is not rewritten for nothing).
     kept = builders.deployment(local(), Settings(), NO_KEDA, None, started_hash="started")
     assert kept["spec"]["template"]["metadata"]["annotations"][builders.ANNOTATION_SECRET_HASH] == "started"
+
+
+def test_answer_endpoints_reach_the_workers_only_when_configured():
+    assert "ANSWER_ENDPOINTS" not in env_of(builders.deployment(remote(), Settings(), NO_KEDA))
+    settings = Settings.from_env({"ANSWER_ENDPOINTS": "http://gw:8080/res,  ws://gw:8080/res/ws"})
+    env = env_of(builders.deployment(remote(), settings, NO_KEDA))
+    assert env["ANSWER_ENDPOINTS"] == {"name": "ANSWER_ENDPOINTS", "value": "http://gw:8080/res ws://gw:8080/res/ws"}

@@ -159,6 +159,7 @@ def test_manager_container_matches_config_manager(default):
         assert env[name] == theirs_env[name], name
     assert "PULSAR_TOKEN" not in env, "no token Secret named: no PULSAR_TOKEN"
     assert "WATCH_NAMESPACES" not in env
+    assert "ANSWER_ENDPOINTS" not in env, "none configured: the workers' own default"
 
 
 def test_replicas_leader_election_and_pdb(default, helm):
@@ -191,6 +192,7 @@ def test_operator_settings_reach_the_container(helm):
         "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].key=pool",
         "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator=Exists",
         "resources.limits.memory=512Mi",
+        "answerEndpoints={http://gw.uplion:8080/res,ws://gw.uplion:8080/res/ws}",
     )
     pod = _manager(docs)
     [container] = pod["containers"]
@@ -198,6 +200,7 @@ def test_operator_settings_reach_the_container(helm):
     assert env["PULSAR_URL"] == "pulsar+ssl://broker.pulsar:6651"
     assert env["PULSAR_ADMIN_URL"] == "https://broker.pulsar:8443"
     assert env["RES_TOPIC_NAME"] == "results"
+    assert env["ANSWER_ENDPOINTS"] == "http://gw.uplion:8080/res ws://gw.uplion:8080/res/ws"
     assert env["PULSAR_TOKEN"] == {"secretKeyRef": {"name": "pulsar-credentials", "key": "token", "optional": False}}
     assert "--log-format=plain" in container["args"] and "--workers=4" in container["args"]
     assert container["image"] == "registry.example/aimodel-operator:1.2.3"
@@ -244,6 +247,8 @@ def test_another_release_name_prefixes_every_name(helm):
         (["imagez.tag=x"], "imagez"),
         (["resources.limits.memory=lots"], "memory"),
         (["workers=0"], "workers"),
+        (["answerEndpoints={gw.uplion:8080}"], "answerEndpoints"),
+        (["answerEndpoints={http://user:pw@gw/res}"], "answerEndpoints"),
     ],
 )
 def test_schema_refuses_wrong_values_naming_the_field(helm, values, field):

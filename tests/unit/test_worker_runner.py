@@ -18,12 +18,57 @@ def _payload(**fields) -> bytes:
     return json.dumps({"request_id": "r1", "endpoint": "http://gw/res", "data": DATA, **fields}).encode()
 
 
+MAX = 1 << 20
+
+
+def parse(payload: bytes, model: str = "gpt-4o", max_bytes: int = MAX) -> protocol.Request:
+    return protocol.parse_request(payload, model, max_bytes)
+
+
 def test_parse_request_reads_the_gateway_message():
-    req = protocol.parse_request(_payload(stream=True))
+    req = parse(_payload(stream=True))
     assert (req.request_id, req.endpoint, req.stream, req.data) == ("r1", "http://gw/res", True, DATA)
     # stream defaults to data.stream, then false
-    assert protocol.parse_request(_payload(data={**DATA, "stream": True})).stream is True
-    assert protocol.parse_request(_payload()).stream is False
+    assert parse(_payload(data={**DATA, "stream": True})).stream is True
+    assert parse(_payload()).stream is False
+
+
+def test_the_model_is_the_aimodels_not_the_publishers():
+    # missing: the worker's own; the same: kept; another: refused, naming both, answerable
+    assert parse(_payload(data={"messages": []})).data == {"messages": [], "model": "gpt-4o"}
+    assert parse(_payload()).data["model"] == "gpt-4o"
+    with pytest.raises(protocol.BadRequest, match="'o1-pro' is not this worker's model 'gpt-4o'") as info:
+        parse(_payload(data={**DATA, "model": "o1-pro"}))
+    assert (info.value.request_id, info.value.endpoint) == ("r1", "http://gw/res")
+    with pytest.raises(protocol.BadRequest, match="'int' is not this worker's model"):
+        parse(_payload(data={**DATA, "model": 7}))
+
+
+def test_a_message_over_the_cap_is_not_parsed():
+    with pytest.raises(protocol.BadRequest, match="more than the 100 accepted"):
+        parse(b"{" + b" " * 200 + b"}", max_bytes=100)
+
+
+def test_json_nested_100000_deep_is_a_bad_request_not_a_recursion_error():
+    with pytest.raises(protocol.BadRequest, match="nested too deeply"):
+        parse(b"[" * 100_000 + b"]" * 100_000)
+    nested = b'{"request_id": "r1", "endpoint": "http://gw/res", "data": {"x": ' + b"[" * 100_000 + b"]" * 100_000
+    with pytest.raises(protocol.BadRequest, match="nested too deeply"):
+        parse(nested + b"}}")
+
+
+@pytest.mark.parametrize("rid", ["a" * 129, "r1\nINFO forged line", "r 1", "", "ü"])
+def test_a_request_id_is_bounded_in_length_and_characters(rid):
+    with pytest.raises(protocol.BadRequest, match="request_id") as info:
+        parse(_payload(request_id=rid))
+    assert info.value.request_id == ""
+
+
+def test_the_booked_model_is_the_one_the_upstream_says_it_used():
+    assert protocol.booked_model({"model": "gpt-4o-2024-08-06"}, "gpt-4o") == "gpt-4o-2024-08-06"
+    for said in (None, 5, "", "x" * 300, "two words", "line\nbreak"):
+        assert protocol.booked_model({"model": said}, "gpt-4o") == "gpt-4o"
+    assert protocol.booked_model("not a dict", "gpt-4o") == "gpt-4o"
 
 
 @pytest.mark.parametrize(
@@ -44,7 +89,7 @@ def test_parse_request_reads_the_gateway_message():
 )
 def test_parse_request_refuses_what_is_not_a_request(payload, error, rid, endpoint):
     with pytest.raises(protocol.BadRequest, match=error) as info:
-        protocol.parse_request(payload)
+        parse(payload)
     assert (info.value.request_id, info.value.endpoint) == (rid, endpoint)
 
 
@@ -194,6 +239,12 @@ def test_settings_from_the_pod_environment():
     assert local.chat_url == "http://127.0.0.1:8080/v1/chat/completions"
     custom = WorkerSettings.from_env({**POD_ENV, "NODE_TYPE": "local", "LOCAL_API_URL": "http://127.0.0.1:9000/v1"})
     assert custom.chat_url == "http://127.0.0.1:9000/v1/chat/completions"
+    assert s.dead_letter_topic == "persistent://public/default/model-gpt-4o-DLQ"
+    assert (s.max_redeliveries, s.max_message_bytes, s.answer_endpoints) == (5, 4 << 20, ())
+    fenced = WorkerSettings.from_env({**POD_ENV, "ANSWER_ENDPOINTS": "http://gw:8080/res, ws://gw:8080/res/ws"})
+    assert fenced.answer_endpoints == ("http://gw:8080/res", "ws://gw:8080/res/ws")
+    basic = WorkerSettings.from_env({**POD_ENV, "API_URL": "https://u:p@api.example", "API_KEY": ""})
+    assert basic.chat_url == "https://u:p@api.example/v1/chat/completions"
     defaults = WorkerSettings.from_env({"MODEL_NAME": "m", "API_URL": "http://x"})
     assert (defaults.max_process_num, defaults.pulsar_url, defaults.res_topic) == (
         128,
@@ -211,8 +262,46 @@ def test_settings_from_the_pod_environment():
         ({"NODE_TYPE": "gpu"}, "NODE_TYPE='gpu' must be local or remote"),
         ({"MAX_PROCESS_NUM": "many"}, "MAX_PROCESS_NUM='many' is not a number"),
         ({"MAX_PROCESS_NUM": "0"}, "MAX_PROCESS_NUM='0' must be at least 1"),
+        # aiohttp refuses basic auth in the URL next to an Authorization header on every request
+        ({"API_URL": "https://u:p@api.example"}, "API_URL carries user:password@ and API_KEY is set"),
+        ({"API_URL": "ftp://u:secret@x"}, "API_URL='ftp://x' is not an http"),
+        ({"ANSWER_ENDPOINTS": "gateway:8080"}, "ANSWER_ENDPOINTS: not an http"),
+        ({"MAX_REDELIVERIES": "0"}, "MAX_REDELIVERIES='0' must be at least 1"),
     ],
 )
 def test_settings_errors_name_the_variable(change, error):
     with pytest.raises(SettingsError, match=error):
         WorkerSettings.from_env({**POD_ENV, **change})
+
+
+async def test_reports_are_bounded_in_rate_and_in_memory(monkeypatch):
+    """Requesters cannot flood the API server or the worker's memory with distinct errors."""
+    from aimodel_worker.runner import worker as worker_module
+
+    clock = [1000.0]
+    monkeypatch.setattr(worker_module.time, "monotonic", lambda: clock[0])
+    sent: list[str] = []
+
+    async def report(reason, message):
+        sent.append(message)
+
+    w = worker_module.Worker(WorkerSettings.from_env(POD_ENV), report)
+    for i in range(20):
+        w.report(Reason.GENERAL_ERROR, f"error {i}")
+    await w.flush_reports()
+    assert sent == [f"error {i}" for i in range(worker_module.REPORT_BURST)]
+    clock[0] += worker_module.REPORT_PERIOD
+    w.report(Reason.GENERAL_ERROR, "later")
+    w.report(Reason.GENERAL_ERROR, "later still")
+    await w.flush_reports()
+    assert sent[-1] == "later" and len(sent) == worker_module.REPORT_BURST + 1
+    for i in range(2000):
+        clock[0] += worker_module.REPORT_PERIOD
+        w.report(Reason.GENERAL_ERROR, f"distinct {i}")
+    await w.flush_reports()
+    assert len(w._reported) == worker_module.REPORTS_REMEMBERED
+    # the same error again within REPORT_INTERVAL: not sent
+    before = len(sent)
+    w.report(Reason.GENERAL_ERROR, "distinct 1999")
+    await w.flush_reports()
+    assert len(sent) == before

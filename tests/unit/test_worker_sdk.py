@@ -614,6 +614,21 @@ def test_other_http_errors_are_not_retried(api, sleeps):
     assert len(api.requests) == 1
 
 
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_a_redirect_is_not_followed_and_the_token_stays_home(api, sleeps, status):
+    """urllib's default opener re-sends Authorization to wherever a redirect points."""
+    elsewhere = FakeApiServer()
+    try:
+        api.responses.append(Canned(status, {}, headers={"Location": elsewhere.url + EVENTS_PATH}))
+        with pytest.raises(ApiError, match=f"HTTP {status}: redirects are not followed") as err:
+            make_reporter(api, sleeps).report(Reason.GENERAL_ERROR, "boom")
+        assert err.value.status == status
+        assert elsewhere.requests == []
+        assert len(api.requests) == 1
+    finally:
+        elsewhere.close()
+
+
 def test_an_unreachable_server_is_retried_then_reported(sleeps):
     closed = FakeApiServer()
     closed.close()  # nothing listens on its port any more

@@ -9,7 +9,7 @@ from typing import Any
 
 import aiohttp
 
-from . import protocol
+from . import endpoints, protocol
 
 TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=10)
 
@@ -26,12 +26,17 @@ class DeliveryError(Exception):
 async def post(session: aiohttp.ClientSession, endpoint: str, payload: dict[str, Any]) -> None:
     url = protocol.http_url(endpoint)
     try:
-        async with session.post(url, json=payload, timeout=TIMEOUT) as resp:
+        # No redirects: an answer goes to the endpoint that was checked, nowhere else.
+        async with session.post(url, json=payload, timeout=TIMEOUT, allow_redirects=False) as resp:
+            if 300 <= resp.status < 400:
+                raise DeliveryError(f"{endpoints.redact(url)} answered HTTP {resp.status}: redirects are not followed")
             if resp.status >= 400:
                 text = (await resp.text())[:200]
-                raise DeliveryError(f"{url} answered HTTP {resp.status}: {text}", gone=resp.status in (404, 410))
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        raise DeliveryError(f"cannot deliver to {url}: {exc or type(exc).__name__}") from exc
+                raise DeliveryError(
+                    f"{endpoints.redact(url)} answered HTTP {resp.status}: {text!r}", gone=resp.status in (404, 410)
+                )
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        raise DeliveryError(f"cannot deliver to {endpoints.redact(url)}: {type(exc).__name__}: {exc}") from exc
 
 
 class Stream:
@@ -51,7 +56,8 @@ class Stream:
             await self.ws.send_str(json.dumps(frame, separators=(",", ":")))
         except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
             gone = isinstance(exc, aiohttp.WSServerHandshakeError) and exc.status in (404, 410)
-            raise DeliveryError(f"cannot stream to {self.url}: {exc or type(exc).__name__}", gone=gone) from exc
+            where = endpoints.redact(self.url)
+            raise DeliveryError(f"cannot stream to {where}: {type(exc).__name__}: {exc}", gone=gone) from exc
         self.sent += 1
 
     async def close(self) -> None:

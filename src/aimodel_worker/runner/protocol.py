@@ -4,6 +4,7 @@ error is classified, and server-sent events. Pure functions, no I/O."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,11 @@ REQUESTER_ERRORS = frozenset({400, 413, 422})
 # Transient on the upstream's side: answered with the error, not reported (the next request may work).
 TRANSIENT = frozenset({408, 409, 425, 500, 502, 503, 504, 529})
 DEFAULT_RETRY_AFTER = 1.0
+# A request id is logged and copied into usage records: bounded, and no characters that could
+# forge a log line or break a consumer of the records (uplion's gateway sends UUIDs).
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# The model an upstream says it used, as booked in a usage record.
+UPSTREAM_MODEL = re.compile(r"[\x21-\x7e]{1,256}")
 MAX_RETRY_AFTER = 60.0
 
 
@@ -36,21 +42,26 @@ class Request:
     data: dict[str, Any]
 
 
-def parse_request(payload: bytes) -> Request:
+def parse_request(payload: bytes, model: str, max_bytes: int) -> Request:
     """A request message: ``{"request_id", "endpoint", "stream", "data"}`` (``stream`` defaults to
-    ``data.stream``, else false)."""
+    ``data.stream``, else false). ``data.model`` is ``model`` (set when missing; another one is
+    refused: the AIModel, not the publisher, chooses what the upstream runs)."""
+    if len(payload) > max_bytes:
+        raise BadRequest(f"the message has {len(payload)} bytes, more than the {max_bytes} accepted")
     try:
         doc = json.loads(payload)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"not JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest("JSON nested too deeply") from None
     if not isinstance(doc, dict):
         raise BadRequest("not a JSON object")
     request_id = doc.get("request_id")
     endpoint = doc.get("endpoint")
-    rid = request_id if isinstance(request_id, str) else ""
+    rid = request_id if isinstance(request_id, str) and REQUEST_ID.fullmatch(request_id) else ""
     where = endpoint if isinstance(endpoint, str) else ""
     if not rid:
-        raise BadRequest("request_id is missing or not a string", "", where)
+        raise BadRequest("request_id is missing, not a string, or not 1-128 of [A-Za-z0-9._:-]", "", where)
     if not where.startswith(("http://", "https://", "ws://", "wss://")):
         raise BadRequest("endpoint is missing or not an http(s) or ws(s) URL", rid, "")
     data = doc.get("data")
@@ -59,7 +70,17 @@ def parse_request(payload: bytes) -> Request:
     stream = doc.get("stream", data.get("stream", False))
     if not isinstance(stream, bool):
         raise BadRequest("stream is not a boolean", rid, where)
-    return Request(rid, where, stream, data)
+    asked = data.get("model", model)
+    if asked != model:
+        shown = asked[:64] if isinstance(asked, str) else type(asked).__name__
+        raise BadRequest(f"data.model {shown!r} is not this worker's model {model!r}", rid, where)
+    return Request(rid, where, stream, {**data, "model": model})
+
+
+def booked_model(doc: Any, model: str) -> str:
+    """The model for the usage record: the one the upstream says it used, else ``model``."""
+    said = doc.get("model") if isinstance(doc, dict) else None
+    return said if isinstance(said, str) and UPSTREAM_MODEL.fullmatch(said) else model
 
 
 def chat_url(base: str) -> str:
@@ -164,7 +185,7 @@ def error_of(status: int, text: str) -> dict[str, Any]:
     """The upstream's error body in the OpenAI format (a non-JSON body becomes its message)."""
     try:
         doc = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         doc = None
     if isinstance(doc, dict) and isinstance(doc.get("error"), dict):
         err = doc["error"]

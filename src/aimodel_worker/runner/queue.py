@@ -52,6 +52,14 @@ async def connect(settings: WorkerSettings, consumer_name: str | None = None) ->
             negative_ack_redelivery_delay_ms=1000,
             consumer_name=consumer_name,
             initial_position=pulsar.InitialPosition.Earliest,
+            # A message handed back again and again (one no worker can process, an answer that
+            # cannot be delivered) leaves the subscription for model-<model>-DLQ, kept there
+            # under its own subscription: it can neither pin a consumer nor the backlog.
+            dead_letter_policy=pulsar.ConsumerDeadLetterPolicy(
+                settings.max_redeliveries,
+                settings.dead_letter_topic,
+                settings.dead_letter_subscription,
+            ),
         )
         producer = await client.create_producer(settings.res_topic)
     except pulsar_async.PulsarException as exc:

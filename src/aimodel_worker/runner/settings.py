@@ -6,11 +6,15 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from . import protocol
+from . import endpoints, protocol
 
 # Where a NODE_TYPE=local worker finds its model server (llamafile and llama.cpp's default port).
 DEFAULT_LOCAL_API_URL = "http://127.0.0.1:8080"
 DEFAULT_MAX_PROCESS_NUM = 128
+# A message larger than this is not parsed (Pulsar's own default limit is 5 MiB).
+DEFAULT_MAX_MESSAGE_BYTES = 4 << 20
+# A message handed back this many times more goes to the dead-letter topic model-<model>-DLQ.
+DEFAULT_MAX_REDELIVERIES = 5
 
 
 class SettingsError(ValueError):
@@ -33,6 +37,10 @@ class WorkerSettings:
     upstream_timeout: float = 600.0
     # Seconds in-flight requests get to finish after SIGTERM before they are handed back.
     shutdown_grace: float = 20.0
+    # URL prefixes answers may go to (ANSWER_ENDPOINTS); empty: any but loopback and link-local.
+    answer_endpoints: tuple[str, ...] = ()
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    max_redeliveries: int = DEFAULT_MAX_REDELIVERIES
 
     @property
     def topic(self) -> str:
@@ -41,6 +49,15 @@ class WorkerSettings:
     @property
     def subscription(self) -> str:
         return f"model-{self.model_name}-subscription"
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return f"persistent://public/default/model-{self.model_name}-DLQ"
+
+    @property
+    def dead_letter_subscription(self) -> str:
+        """Created with the dead-letter topic so that what lands there is kept until read."""
+        return f"model-{self.model_name}-DLQ-subscription"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerSettings:
@@ -73,12 +90,20 @@ class WorkerSettings:
             base = env.get("LOCAL_API_URL", "").strip() or DEFAULT_LOCAL_API_URL
         if not base.startswith(("http://", "https://")):
             variable = "API_URL" if node_type == "remote" else "LOCAL_API_URL"
-            raise SettingsError(f"{variable}={base!r} is not an http(s) URL")
+            raise SettingsError(f"{variable}={endpoints.redact(base)!r} is not an http(s) URL")
+        api_key = env.get("API_KEY", "")
+        if api_key and "@" in base.split("://", 1)[1].split("/", 1)[0]:
+            raise SettingsError("API_URL carries user:password@ and API_KEY is set too; give the upstream one of them")
+        allowed = endpoints.parse_list(env.get("ANSWER_ENDPOINTS", ""))
+        try:
+            endpoints.Policy(allowed)
+        except endpoints.EndpointRefused as exc:
+            raise SettingsError(f"ANSWER_ENDPOINTS: {exc}") from None
         return cls(
             model_name=required("MODEL_NAME"),
             node_type=node_type,
             chat_url=protocol.chat_url(base),
-            api_key=env.get("API_KEY", ""),
+            api_key=api_key,
             max_process_num=int(number("MAX_PROCESS_NUM", DEFAULT_MAX_PROCESS_NUM, 1)),
             pulsar_url=env.get("PULSAR_URL", "").strip() or "pulsar://localhost:6650",
             pulsar_token=env.get("PULSAR_TOKEN", ""),
@@ -87,4 +112,7 @@ class WorkerSettings:
             aimodel_namespace=env.get("AIMODEL_NAMESPACE", ""),
             upstream_timeout=number("UPSTREAM_TIMEOUT", 600.0, 1),
             shutdown_grace=number("SHUTDOWN_GRACE", 20.0, 0),
+            answer_endpoints=tuple(allowed),
+            max_message_bytes=int(number("MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES, 1024)),
+            max_redeliveries=int(number("MAX_REDELIVERIES", DEFAULT_MAX_REDELIVERIES, 1)),
         )

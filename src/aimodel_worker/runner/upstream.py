@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 
-from . import protocol
+from . import endpoints, protocol
 from .protocol import Failure
+
+# What a requester is told when the upstream cannot be used: never its URL (which may carry
+# credentials, and is the operator's business); the worker's log has the details.
+UNREACHABLE = "the upstream API could not be reached"
+NOT_JSON = "the upstream API answered with what is not JSON"
+
+
+log = logging.getLogger("aimodel_worker")
 
 
 class UpstreamFailure(Exception):
@@ -20,9 +29,14 @@ class UpstreamFailure(Exception):
 
 
 def _unreachable(url: str, exc: BaseException) -> UpstreamFailure:
-    detail = str(exc) or type(exc).__name__
+    log.warning("cannot reach %s: %s: %s", endpoints.redact(url), type(exc).__name__, exc)
     status = 504 if isinstance(exc, asyncio.TimeoutError) else 502
-    return UpstreamFailure(Failure(status, protocol.error_body(f"cannot reach {url}: {detail}", "api_error"), None))
+    return UpstreamFailure(Failure(status, protocol.error_body(UNREACHABLE, "api_error"), None))
+
+
+def _not_json(url: str, detail: str) -> UpstreamFailure:
+    log.warning("%s: %s", endpoints.redact(url), detail)
+    return UpstreamFailure(Failure(502, protocol.error_body(NOT_JSON, "api_error"), None))
 
 
 class Upstream:
@@ -45,11 +59,10 @@ class Upstream:
             raise _unreachable(self.url, exc) from exc
         try:
             doc = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             doc = None
         if not isinstance(doc, dict):
-            body = protocol.error_body(f"{self.url} answered HTTP {resp.status} without a JSON object", "api_error")
-            raise UpstreamFailure(Failure(502, body, None))
+            raise _not_json(self.url, f"HTTP {resp.status} without a JSON object")
         return doc
 
     async def stream(self, data: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
@@ -80,6 +93,5 @@ class Upstream:
                     yield doc
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise _unreachable(self.url, exc) from exc
-        except ValueError as exc:
-            body = protocol.error_body(f"{self.url} sent what is not JSON: {exc}", "api_error")
-            raise UpstreamFailure(Failure(502, body, None)) from exc
+        except (ValueError, RecursionError) as exc:
+            raise _not_json(self.url, f"a stream event that is not JSON: {exc}") from exc

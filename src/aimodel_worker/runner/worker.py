@@ -8,6 +8,7 @@ import json
 import logging
 import signal
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -15,7 +16,7 @@ import aiohttp
 import pulsar.asyncio as pulsar_async
 
 from ..reasons import Reason
-from . import delivery, protocol, queue
+from . import delivery, endpoints, protocol, queue
 from .delivery import DeliveryError
 from .protocol import Failure, Request
 from .settings import WorkerSettings
@@ -25,10 +26,15 @@ log = logging.getLogger("aimodel_worker")
 
 # Retries of a rate-limited request (each after the upstream's Retry-After) before it is answered with the 429.
 RATE_LIMIT_RETRIES = 5
-# An answer that cannot be delivered is handed back this many times, then dropped (the gateway is gone).
-DELIVERY_ATTEMPTS = 3
 # The same (reason, message) is reported at most this often; the Event's count says how often it recurred.
 REPORT_INTERVAL = 30.0
+# How many distinct errors are remembered for that (the oldest is forgotten first).
+REPORTS_REMEMBERED = 256
+# All reports together: a burst of this many, then one per REPORT_PERIOD seconds. Requests are
+# written by anyone who can publish; however many different errors they provoke, the API server
+# and the AIModel's status see a bounded stream.
+REPORT_BURST = 5
+REPORT_PERIOD = 6.0
 
 ReportFn = Callable[[Reason, str], Awaitable[Any]]
 
@@ -42,20 +48,33 @@ class Worker:
         self.handled = 0
         self.failed = 0
         self._resume_at = 0.0
-        self._reported: dict[tuple[Reason, str], float] = {}
+        self._reported: OrderedDict[tuple[Reason, str], float] = OrderedDict()
+        self._report_tokens = float(REPORT_BURST)
+        self._report_refilled = time.monotonic()
+        self.answers = endpoints.Policy(settings.answer_endpoints)
         self._reports: set[asyncio.Task[Any]] = set()
         self._inflight: set[asyncio.Task[None]] = set()
 
     # -- reporting -------------------------------------------------------------------
 
     def report(self, reason: Reason, message: str) -> None:
-        """Report in the background, at most once per REPORT_INTERVAL for the same error."""
+        """Report in the background, at most once per REPORT_INTERVAL for the same error and
+        within the global rate (REPORT_BURST, then one per REPORT_PERIOD)."""
         log.warning("reporting %s: %s", reason.value, message)
         now = time.monotonic()
         key = (reason, message)
         if self._report_fn is None or now - self._reported.get(key, -REPORT_INTERVAL) < REPORT_INTERVAL:
             return
+        self._report_tokens = min(REPORT_BURST, self._report_tokens + (now - self._report_refilled) / REPORT_PERIOD)
+        self._report_refilled = now
+        if self._report_tokens < 1:
+            log.warning("not reported (more than %d reports in %.0f s)", REPORT_BURST, REPORT_BURST * REPORT_PERIOD)
+            return
+        self._report_tokens -= 1
         self._reported[key] = now
+        self._reported.move_to_end(key)
+        while len(self._reported) > REPORTS_REMEMBERED:
+            self._reported.popitem(last=False)
         task = asyncio.create_task(self._send_report(reason, message))
         self._reports.add(task)
         task.add_done_callback(self._reports.discard)
@@ -88,16 +107,17 @@ class Worker:
             await self.flush_reports()
             return 1
         log.info(
-            "consuming %s (%s) with up to %d requests at once; upstream %s",
+            "consuming %s (%s) with up to %d requests at once; upstream %s; answers to %s",
             s.topic,
             s.subscription,
             s.max_process_num,
-            s.chat_url,
+            endpoints.redact(s.chat_url),
+            ", ".join(map(endpoints.redact, s.answer_endpoints)) or "any endpoint but loopback and link-local",
         )
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
         try:
-            async with aiohttp.ClientSession(connector=connector) as session:
-                upstream = Upstream(session, s.chat_url, s.api_key, s.upstream_timeout)
+            async with aiohttp.ClientSession(connector=connector) as calls, self.answers.session() as session:
+                upstream = Upstream(calls, s.chat_url, s.api_key, s.upstream_timeout)
                 await self._consume(q, session, upstream)
         finally:
             await q.close()
@@ -154,54 +174,80 @@ class Worker:
     # -- one request -----------------------------------------------------------------
 
     async def _handle(self, q: queue.Queue, session: aiohttp.ClientSession, upstream: Upstream, msg: Any) -> None:
+        """One message, whatever it holds: acknowledged once answered (or refused with an answer),
+        otherwise handed back; handed back too often, Pulsar moves it to the dead-letter topic."""
         try:
-            try:
-                request = protocol.parse_request(msg.data())
-            except protocol.BadRequest as exc:
-                await self._refuse(session, exc)
-                await q.consumer.acknowledge(msg)
-                return
-            try:
-                if request.stream:
-                    usage = await self._stream(session, upstream, request)
-                else:
-                    usage = await self._complete(session, upstream, request)
-            except DeliveryError as exc:
-                if exc.gone or msg.redelivery_count() + 1 >= DELIVERY_ATTEMPTS:
-                    log.warning("request %s dropped: %s", request.request_id, exc)
-                    await q.consumer.acknowledge(msg)
-                else:
-                    log.warning("request %s handed back: %s", request.request_id, exc)
-                    q.consumer.negative_acknowledge(msg)
-                return
-            self.handled += 1
-            if usage is not None:
-                record = protocol.usage_record(
-                    request.request_id,
-                    usage,
-                    self.settings.model_name,
-                    self.settings.aimodel_name,
-                    self.settings.aimodel_namespace,
-                )
-                await q.producer.send(json.dumps(record, separators=(",", ":")).encode())
-            await q.consumer.acknowledge(msg)
+            await self._serve(q, session, upstream, msg)
         except asyncio.CancelledError:
             # Stopping before it was answered: another worker gets it.
-            q.consumer.negative_acknowledge(msg)
+            await self._hand_back(q, msg)
             raise
         except pulsar_async.PulsarException as exc:
-            # Not acknowledged: Pulsar hands it to a worker again.
-            log.warning("Pulsar failed while finishing a request: %s", exc)
+            log.warning("Pulsar failed while finishing a request, handing it back: %s", exc)
+            await self._hand_back(q, msg)
+        except Exception as exc:  # a message must not be able to pin a consumer, whatever it holds
+            log.error("message %s could not be processed: %s: %s", msg.message_id(), type(exc).__name__, exc)
+            await self._hand_back(q, msg)
 
-    async def _refuse(self, session: aiohttp.ClientSession, exc: protocol.BadRequest) -> None:
-        """A message that is not a request is dropped; its sender is told why if it can be."""
-        log.warning("dropping a message that is not a request: %s", exc)
-        if exc.request_id and exc.endpoint:
-            body = protocol.error_body(f"the worker could not read the request: {exc}", "invalid_request_error")
-            try:
-                await delivery.post(session, exc.endpoint, protocol.answer(exc.request_id, body))
-            except DeliveryError as err:
-                log.warning("could not tell %s: %s", exc.request_id, err)
+    async def _hand_back(self, q: queue.Queue, msg: Any) -> None:
+        try:
+            await q.consumer.negative_acknowledge(msg)
+        except pulsar_async.PulsarException as exc:
+            log.warning("could not hand message %s back (Pulsar redelivers it): %s", msg.message_id(), exc)
+
+    async def _serve(self, q: queue.Queue, session: aiohttp.ClientSession, upstream: Upstream, msg: Any) -> None:
+        s = self.settings
+        try:
+            request = protocol.parse_request(msg.data(), s.model_name, s.max_message_bytes)
+            self.answers.check(request.endpoint)
+        except endpoints.EndpointRefused as exc:
+            # Nobody to tell: handed back until it reaches the dead-letter topic.
+            log.warning("request %s refused, its endpoint: %s", request.request_id, exc)
+            await self._hand_back(q, msg)
+            return
+        except protocol.BadRequest as exc:
+            if await self._refuse(session, exc):
+                await q.consumer.acknowledge(msg)
+            else:
+                await self._hand_back(q, msg)
+            return
+        try:
+            if request.stream:
+                usage = await self._stream(session, upstream, request)
+            else:
+                usage = await self._complete(session, upstream, request)
+        except DeliveryError as exc:
+            if exc.gone:
+                log.warning("request %s dropped: %s", request.request_id, exc)
+                await q.consumer.acknowledge(msg)
+            else:
+                log.warning("request %s handed back: %s", request.request_id, exc)
+                await self._hand_back(q, msg)
+            return
+        self.handled += 1
+        if usage is not None:
+            model, counts = usage
+            record = protocol.usage_record(request.request_id, counts, model, s.aimodel_name, s.aimodel_namespace)
+            await q.producer.send(json.dumps(record, separators=(",", ":")).encode())
+        await q.consumer.acknowledge(msg)
+
+    async def _refuse(self, session: aiohttp.ClientSession, exc: protocol.BadRequest) -> bool:
+        """A message that is not a request: its sender is told why if it can be (True)."""
+        log.warning("refusing a message that is not a request: %s", exc)
+        if not (exc.request_id and exc.endpoint):
+            return False
+        try:
+            self.answers.check(exc.endpoint)
+        except endpoints.EndpointRefused as err:
+            log.warning("not telling %s: %s", exc.request_id, err)
+            return False
+        body = protocol.error_body(f"the worker could not read the request: {exc}", "invalid_request_error")
+        try:
+            await delivery.post(session, exc.endpoint, protocol.answer(exc.request_id, body))
+        except DeliveryError as err:
+            log.warning("could not tell %s: %s", exc.request_id, err)
+            return False
+        return True
 
     def _failed(self, failure: Failure) -> None:
         self.failed += 1
@@ -210,7 +256,7 @@ class Worker:
 
     async def _complete(
         self, session: aiohttp.ClientSession, upstream: Upstream, request: Request
-    ) -> dict[str, Any] | None:
+    ) -> tuple[str, dict[str, Any]] | None:
         for attempt in range(RATE_LIMIT_RETRIES + 1):
             await self._rate_limit_gate()
             try:
@@ -224,21 +270,24 @@ class Worker:
                 await delivery.post(session, request.endpoint, protocol.answer(request.request_id, failure.body))
                 return None
             await delivery.post(session, request.endpoint, protocol.answer(request.request_id, doc))
-            return protocol.usage_of(doc)
+            usage = protocol.usage_of(doc)
+            return None if usage is None else (protocol.booked_model(doc, self.settings.model_name), usage)
         raise AssertionError("unreachable")
 
     async def _stream(
         self, session: aiohttp.ClientSession, upstream: Upstream, request: Request
-    ) -> dict[str, Any] | None:
+    ) -> tuple[str, dict[str, Any]] | None:
         body, added = protocol.with_usage_requested(request.data)
         out = delivery.Stream(session, request.endpoint)
         usage: dict[str, Any] | None = None
+        model = self.settings.model_name
         try:
             for attempt in range(RATE_LIMIT_RETRIES + 1):
                 await self._rate_limit_gate()
                 try:
                     async for piece in upstream.stream(body):
                         usage = protocol.usage_of(piece) or usage
+                        model = protocol.booked_model(piece, model)
                         if added:
                             # What the requester did not ask for: the usage-only chunk, the usage keys.
                             if not piece.get("choices"):
@@ -254,7 +303,7 @@ class Worker:
                     await out.send(protocol.end(request.request_id, failure.body))
                     return None
                 await out.send(protocol.end(request.request_id))
-                return usage
+                return None if usage is None else (model, usage)
         finally:
             await out.close()
         raise AssertionError("unreachable")

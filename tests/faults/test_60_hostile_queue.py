@@ -1,0 +1,160 @@
+"""The hostile queue: whatever anyone who can publish on ``model-<model>`` sends, on the real Pulsar.
+
+Invariants, checked at the end of every case:
+
+- every request is answered exactly once, or is in the dead-letter topic ``model-<model>-DLQ``;
+- the subscription's backlog is 0 and no consumer holds an unacknowledged message;
+- the AIModel stays ``Running`` (nothing here is its upstream's fault);
+- the API key never reaches an answer endpoint, and nothing reaches an endpoint that is not allowed.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+import uuid
+from typing import Any
+
+import pytest
+
+from kube_helpers import wait_for
+
+MAX_REDELIVERIES = 2
+
+
+@pytest.fixture
+def elsewhere():
+    """Where hostile requests try to send answers: a server nothing may reach."""
+    from standins.endpoint import EndpointStandIn
+
+    with EndpointStandIn() as other:
+        yield other
+
+
+def _stats(pulsar: str, rest_topic: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{pulsar}/admin/v2/{rest_topic}/stats", timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def _drained(pulsar: str, model) -> bool | str:
+    sub = _stats(pulsar, model.rest_topic)["subscriptions"][model.subscription]
+    unacked = sum(int(c.get("unackedMessages", 0)) for c in sub.get("consumers", []))
+    return not (sub["msgBacklog"] or unacked)
+
+
+def _dead_letters(broker: str, model, expected: int) -> list[bytes]:
+    """What the dead-letter topic holds (read through its subscription, acknowledged)."""
+    import pulsar
+
+    client = pulsar.Client(broker, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
+    try:
+        consumer = client.subscribe(
+            f"{model.topic}-DLQ",
+            f"model-{model.model_name}-DLQ-subscription",
+            initial_position=pulsar.InitialPosition.Earliest,
+        )
+        got: list[bytes] = []
+        while len(got) < expected + 1:
+            try:
+                msg = consumer.receive(timeout_millis=3000 if len(got) >= expected else 60_000)
+            except pulsar.Timeout:
+                break
+            got.append(msg.data())
+            consumer.acknowledge(msg)
+        consumer.close()
+        return got
+    finally:
+        client.close()
+
+
+def _publish(broker: str, topic: str, payloads: list[bytes]) -> None:
+    """As a publisher would; chunking lets a message above the broker's 5 MB limit through."""
+    import pulsar
+
+    client = pulsar.Client(broker, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
+    try:
+        producer = client.create_producer(topic, chunking_enabled=True, batching_enabled=False)
+        for payload in payloads:
+            producer.send(payload)
+        producer.close()
+    finally:
+        client.close()
+
+
+def _answered_once(gateway, rid: str) -> bool:
+    return len(gateway.answers.get(rid, [])) + (rid in gateway.ended) == 1
+
+
+def test_a_hostile_queue_leaves_every_request_answered_once_or_dead_lettered(
+    served_model, gateway, elsewhere, upstream, pulsar, broker, k
+):
+    model = served_model
+    worker = model.start(MAX_REDELIVERIES=str(MAX_REDELIVERIES))
+    gw = gateway.url
+    good = [gateway.request(model.model_name, f"good {i}", stream=i % 2 == 1) for i in range(4)]
+
+    def msg(**fields: Any) -> bytes:
+        return json.dumps(fields).encode()
+
+    told: dict[str, str] = {}  # request id -> what its error answer must say
+
+    def refused(what: str, **fields: Any) -> bytes:
+        rid = str(uuid.uuid4())
+        told[rid] = what
+        return msg(request_id=rid, endpoint=f"{gw}/res", **fields)
+
+    data = {"model": model.model_name, "messages": [{"role": "user", "content": "hi"}]}
+    answered_with_error = [
+        refused("data is missing or not an object", data="x"),
+        refused("stream is not a boolean", data=data, stream="yes"),
+        refused("data.model 'o1-pro' is not this worker's model", data={**data, "model": "o1-pro"}),
+        *(refused("is not this worker's model", data={**data, "model": f"unknown-{i}"}) for i in range(20)),
+    ]
+    dead = {
+        "10 MB": b'{"request_id": "big", "endpoint": "'
+        + f"{gw}/res".encode()
+        + b'", "pad": "'
+        + b"x" * (10 << 20)
+        + b'"}',
+        "nested": b'{"request_id": "deep", "endpoint": "'
+        + f"{gw}/res".encode()
+        + b'", "data": '
+        + b"[" * 100_000
+        + b"]" * 100_000
+        + b"}",
+        "not JSON": b"\xff\xfe not json",
+        "no request_id": msg(endpoint=f"{gw}/res", data=data),
+        "loopback": msg(request_id="to-loopback", endpoint=f"{elsewhere.url}/res", data=data),
+        "link-local": msg(request_id="to-metadata", endpoint="http://169.254.169.254/latest/meta-data/", data=data),
+        "redirect": msg(request_id="redirected", endpoint=f"{gw}/moved", data=data),
+        "forged log line": msg(request_id="x\nERROR forged", endpoint=f"{elsewhere.url}/res", data=data),
+    }
+    gateway.moved_to = f"{elsewhere.url}/res"
+    moved_before = gateway.moved
+    gateway.refuse = 1  # the gateway restarting as the first answer arrives
+    _publish(broker, model.topic, [*(json.dumps(m).encode() for _, m in good), *dead.values(), *answered_with_error])
+
+    for rid, request in good:
+        if request["stream"]:
+            assert gateway.stream(rid, timeout=120)[-1] == {"request_id": rid, "end": True}
+        else:
+            assert gateway.answer(rid, timeout=120)["data"]["object"] == "chat.completion"
+    for rid, what in told.items():
+        error = gateway.answer(rid, timeout=120)["data"]["error"]
+        assert what in error["message"] and error["type"] == "invalid_request_error", error
+    letters = _dead_letters(broker, model, len(dead))
+    assert sorted(letters) == sorted(dead.values()), [x[:80] for x in letters]
+    wait_for("the backlog drained, nothing unacknowledged", lambda: _drained(pulsar, model), timeout=60)
+
+    assert gateway.refused == 1
+    for rid in [*(rid for rid, _ in good), *told]:
+        assert _answered_once(gateway, rid), rid
+    assert gateway.moved - moved_before == MAX_REDELIVERIES + 1, "the redirect seen on each delivery, never followed"
+    assert elsewhere.count() == 0 and not elsewhere.frames
+    seen = json.dumps([gateway.answers, gateway.frames])
+    assert upstream.api_key not in seen
+    assert "o1-pro" not in {str(s["body"].get("model")) for s in upstream.seen}
+    assert model.state()[0] == "Running", model.state()
+    log = worker.log.read_text()
+    assert "\nERROR forged" not in log
+    assert worker.proc.poll() is None, worker.log_tail()
