@@ -117,7 +117,8 @@ class GuardedResolver(AbstractResolver):
         found: list[ResolveResult] = await self._inner.resolve(host, port, family)
         kept = [entry for entry in found if not forbidden_address(entry["host"])]
         if not kept:
-            raise OSError(errno.EACCES, f"{host} resolves only to loopback or link-local addresses; refused as an answer endpoint")
+            why = f"{host} resolves only to loopback or link-local addresses; refused as an answer endpoint"
+            raise OSError(errno.EACCES, why)
         return kept
 
     async def close(self) -> None:
