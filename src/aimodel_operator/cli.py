@@ -99,7 +99,7 @@ async def _run(args: argparse.Namespace) -> int:
     """Serve health first, then fill the caches, then (as leader) reconcile, until a signal or a lost lease."""
     from .controller import Controller
     from .health import HealthServer
-    from .kube import KEEP_WARM, Kube, load_configuration
+    from .kube import KEEP_WARM, Kube, describe, load_configuration
     from .leader import LeaderElector
 
     log = logging.getLogger("aimodel_operator")
@@ -163,7 +163,7 @@ async def _run(args: argparse.Namespace) -> int:
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait([starting, stopping], return_when=asyncio.FIRST_COMPLETED)
     if starting.done() and starting.exception() is not None:
-        log.error("start failed: %r", starting.exception())
+        log.error("start failed: %s", describe(starting.exception()))
         exit_code = 1
     else:
         await stop.wait()
@@ -190,7 +190,9 @@ async def _step(what: str, step: Coroutine[Any, Any, Any], timeout: float = 10) 
     except TimeoutError:
         log.warning("stopping %s took longer than %.0fs; going on", what, timeout)
     except Exception as err:
-        log.warning("stopping %s failed: %r", what, err)
+        from .kube import describe
+
+        log.warning("stopping %s failed: %s", what, describe(err))
 
 
 if __name__ == "__main__":

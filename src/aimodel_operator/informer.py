@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from .kube import ApiError, Kube, Manifest, Resource, WatchIdle, sleep_backoff
+from .kube import ApiError, Kube, Manifest, Resource, WatchIdle, describe, sleep_backoff
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ class Informer:
                     except asyncio.CancelledError:
                         raise
                     except Exception as check:
-                        log.warning("kind=%s absence check failed: %r", self.resource.kind, check)
+                        log.warning("kind=%s absence check failed: %s", self.resource.kind, describe(check))
                 failures += 1
                 log.warning("kind=%s list failed: %s", self.resource.kind, err)
                 await sleep_backoff(failures)
@@ -305,7 +305,7 @@ class Informer:
                 log.warning("kind=%s watch failed: %s", self.resource.kind, err)
                 return False
             except Exception as err:
-                log.warning("kind=%s watch interrupted: %r", self.resource.kind, err)
+                log.warning("kind=%s watch interrupted: %s", self.resource.kind, describe(err))
                 return False
             finally:
                 # Not current from the moment a watch ends until the next one has answered.

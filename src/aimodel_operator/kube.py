@@ -82,6 +82,12 @@ def segment(value: str) -> str:
     return quote(value, safe="")
 
 
+def describe(err: BaseException) -> str:
+    """An error for the log: its type and message. Never ``repr``: aiohttp's errors carry the
+    request's headers, the bearer token among them."""
+    return f"{type(err).__name__}: {err}"
+
+
 class NotLeading(Exception):
     """A write refused because this instance may not write (leadership lost or about to lapse)."""
 
@@ -224,7 +230,7 @@ class Kube:
             except asyncio.CancelledError:
                 raise
             except Exception as err:
-                log.debug("keep-warm read failed: %r", err)
+                log.debug("keep-warm read failed: %s", describe(err))
 
     def _headers(self, accept: str = "application/json", content_type: str | None = None) -> dict[str, str]:
         headers = {"Accept": accept, "User-Agent": "aimodel-operator"}
@@ -305,6 +311,9 @@ class Kube:
                 data=data_bytes,
                 headers=self._headers(content_type=content_type if data_bytes is not None else None),
                 timeout=aiohttp.ClientTimeout(total=timeout),
+                # A redirect would carry the token, and a write's body (a Secret's API_KEY), to
+                # wherever it points: the API server never redirects; the 3xx is an error.
+                allow_redirects=False,
             ) as resp:
                 raw = await resp.read()
         finally:
@@ -436,6 +445,7 @@ class Kube:
                     params=list(params.items()),
                     headers=self._headers(),
                     timeout=aiohttp.ClientTimeout(total=timeout + 30),
+                    allow_redirects=False,
                 )
         except TimeoutError:
             raise WatchIdle(f"watch {res.path()}: no answer for {idle}s") from None

@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from .kube import LEASES, ApiError, Kube
+from .kube import LEASES, ApiError, Kube, describe
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ class LeaderElector:
                 self._lost(str(err))
                 return
             except Exception as err:
-                log.warning("lease renewal failed: %r", err)
+                log.warning("lease renewal failed: %s", describe(err))
                 ok = False
             if ok and not self.leading.is_set():
                 log.info("leader election: acquired lease=%s/%s identity=%s", self.namespace, self.name, self.identity)
@@ -185,5 +185,5 @@ class LeaderElector:
                 lease["spec"]["leaseDurationSeconds"] = 1
                 await self._kube.request("PUT", LEASES.path(self.namespace, self.name), body=lease)
         except Exception as err:
-            log.warning("lease release failed: %r", err)
+            log.warning("lease release failed: %s", describe(err))
         self.leading.clear()

@@ -6,7 +6,7 @@ import os
 import ssl
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
@@ -22,13 +22,13 @@ class Credentials:
     ca_file: str | None = None
     ca_data: str | None = None
     insecure: bool = False
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
     # Read on every request: projected service account tokens are rotated by the kubelet.
     token_file: str | None = None
     cert_file: str | None = None
-    cert_data: bytes | None = None
+    cert_data: bytes | None = field(default=None, repr=False)
     key_file: str | None = None
-    key_data: bytes | None = None
+    key_data: bytes | None = field(default=None, repr=False)
 
     def bearer_token(self) -> str | None:
         if self.token_file:

@@ -19,3 +19,70 @@ def test_paths_and_the_resource_they_address():
     assert DEPLOYMENTS.path() == "/apis/apps/v1/deployments"
     assert resource_of("/apis/model.youxam.com/v1alpha1/namespaces/ns/aimodels/m/status") == "aimodels/status"
     assert resource_of("/api/v1/namespaces/ns/events") == "events"
+
+
+class _Redirecting:
+    """An "API server" on loopback that answers everything with a 307 to a second server, which
+    records whatever reaches it."""
+
+    def __init__(self) -> None:
+        self.reached: list[tuple[str, str, str]] = []
+
+    async def __aenter__(self) -> str:
+        from aiohttp import web
+
+        async def elsewhere(request: web.Request) -> web.Response:
+            self.reached.append((request.method, request.headers.get("Authorization", ""), await request.text()))
+            return web.json_response({"kind": "Status"})
+
+        other = web.Application()
+        other.router.add_route("*", "/{tail:.*}", elsewhere)
+        self.other = web.AppRunner(other)
+        await self.other.setup()
+        site = web.TCPSite(self.other, "127.0.0.1", 0)
+        await site.start()
+        target = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+
+        async def redirect(request: web.Request) -> web.Response:
+            raise web.HTTPTemporaryRedirect(target + request.path_qs)
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", redirect)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        return f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.runner.cleanup()
+        await self.other.cleanup()
+
+
+async def test_a_redirect_is_an_error_and_neither_token_nor_body_leave(caplog):
+    from aimodel_operator.kube import ApiError, Kube
+    from aimodel_worker.credentials import Credentials
+
+    server = _Redirecting()
+    async with server as url:
+        kube = Kube(Credentials(server=url, token="bearer-sekret"))
+        try:
+            secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": "ns"}}
+            with pytest.raises(ApiError) as err:
+                await kube.apply({**secret, "stringData": {"API_KEY": "sk-sekret"}})
+            assert err.value.status == 307
+            with pytest.raises(ApiError) as err:
+                async for _ in kube.watch(SECRETS, "1", timeout=5, namespace="ns"):
+                    pass
+            assert err.value.status == 307
+        finally:
+            await kube.close()
+    assert server.reached == []
+    assert "sekret" not in caplog.text
+
+
+def test_credentials_repr_shows_no_secret():
+    from aimodel_worker.credentials import Credentials
+
+    creds = Credentials(server="https://k8s:6443", token="bearer-sekret", key_data=b"-----BEGIN KEY sekret")
+    assert "sekret" not in repr(creds) and "https://k8s:6443" in repr(creds)
