@@ -166,6 +166,12 @@ class Kube:
         self.creds = creds
         self.server = creds.server.rstrip("/")
         self._ssl = creds.ssl_context() if self.server.startswith("https://") else None
+        # The kubeconfig's tls-server-name and proxy-url, for every request and watch.
+        self._route: dict[str, Any] = {}
+        if creds.tls_server_name and self._ssl is not None:
+            self._route["server_hostname"] = creds.tls_server_name
+        if creds.proxy_url:
+            self._route["proxy"] = creds.proxy_url
         self._pool_size = pool_size
         self._session: aiohttp.ClientSession | None = None
         self._watch_session: aiohttp.ClientSession | None = None
@@ -314,6 +320,7 @@ class Kube:
                 # A redirect would carry the token, and a write's body (a Secret's API_KEY), to
                 # wherever it points: the API server never redirects; the 3xx is an error.
                 allow_redirects=False,
+                **self._route,
             ) as resp:
                 raw = await resp.read()
         finally:
@@ -446,6 +453,7 @@ class Kube:
                     headers=self._headers(),
                     timeout=aiohttp.ClientTimeout(total=timeout + 30),
                     allow_redirects=False,
+                    **self._route,
                 )
         except TimeoutError:
             raise WatchIdle(f"watch {res.path()}: no answer for {idle}s") from None

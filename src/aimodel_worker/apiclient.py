@@ -52,6 +52,27 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None
 
 
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    """HTTPS with the kubeconfig's tls-server-name as the name the certificate must carry."""
+
+    def __init__(self, context: ssl.SSLContext, server_name: str | None) -> None:
+        super().__init__(context=context)
+        self._context = context
+        self._server_name = server_name
+
+    def https_open(self, req):  # type: ignore[no-untyped-def]
+        if not self._server_name:
+            return super().https_open(req)
+        name, context = self._server_name, self._context
+
+        class Named(http.client.HTTPSConnection):
+            def connect(self) -> None:
+                http.client.HTTPConnection.connect(self)
+                self.sock = context.wrap_socket(self.sock, server_hostname=name)
+
+        return self.do_open(Named, req, context=context)
+
+
 class ApiClient:
     """Sends JSON requests, retrying connection errors and 429/5xx answers with backoff."""
 
@@ -73,7 +94,11 @@ class ApiClient:
         self._sleep = sleep
         handlers: list[urllib.request.BaseHandler] = [_NoRedirects()]
         if credentials.server.startswith("https:"):
-            handlers.append(urllib.request.HTTPSHandler(context=credentials.ssl_context()))
+            handlers.append(_HTTPSHandler(credentials.ssl_context(), credentials.tls_server_name))
+        # The kubeconfig's proxy-url wins over the environment's HTTP(S)_PROXY, as in client-go.
+        proxy = credentials.proxy_url
+        if proxy:
+            handlers.append(urllib.request.ProxyHandler({"http": proxy, "https": proxy}))
         self._opener = urllib.request.build_opener(*handlers)
 
     def request(self, method: str, path: str, body: dict, content_type: str = "application/json") -> dict:

@@ -728,6 +728,7 @@ def pki(tmp_path_factory):
     issue("server", ca_name, ca_key, san=[x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
     issue("worker-client", ca_name, ca_key)
     issue("rogue-ca", ca=True)
+    issue("named-server", ca_name, ca_key, san=[x509.DNSName("kube-apiserver.internal")])
     return out
 
 
@@ -770,6 +771,162 @@ def test_an_untrusted_server_certificate_fails_at_once(tls_api, pki, sleeps):
         reporter.report(Reason.GENERAL_ERROR, "boom")
     assert sleeps == []
     assert tls_api.requests == []
+
+
+@pytest.fixture
+def named_api(pki):
+    """An API server on 127.0.0.1 whose certificate names only kube-apiserver.internal."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(pki / "named-server.crt", pki / "named-server.key")
+    server = FakeApiServer(tls=ctx)
+    yield server
+    server.close()
+
+
+def _named_kubeconfig(tmp_path, pki, url, **cluster) -> Path:
+    ca = base64.b64encode((pki / "test-ca.crt").read_bytes()).decode()
+    doc = kubeconfig(url, {"token": "t0k3n"}, {"certificate-authority-data": ca, **cluster})
+    return write_json(tmp_path / "kubeconfig", doc)
+
+
+def test_tls_server_name_is_the_name_checked_sdk_and_operator(named_api, pki, tmp_path, sleeps):
+    from aimodel_operator.kube import EVENTS, Kube
+
+    named = kubeconfig_credentials(
+        _named_kubeconfig(tmp_path, pki, named_api.url, **{"tls-server-name": "kube-apiserver.internal"})
+    )
+    plain = kubeconfig_credentials(_named_kubeconfig(tmp_path, pki, named_api.url))
+    assert named.tls_server_name == "kube-apiserver.internal"
+    Reporter("llama", "models", credentials=named, sleep=sleeps.append).report(Reason.GENERAL_ERROR, "boom")
+    with pytest.raises(ReportError, match="cannot verify the API server's certificate"):
+        Reporter("llama", "models", credentials=plain, sleep=sleeps.append).report(Reason.GENERAL_ERROR, "boom")
+
+    async def create(creds) -> None:
+        kube = Kube(creds)
+        try:
+            event = build_event(
+                aimodel_name="llama", namespace="models", reason=Reason.GENERAL_ERROR, message="operator"
+            )
+            await kube.create(EVENTS, "models", event)
+        finally:
+            await kube.close()
+
+    import asyncio
+
+    asyncio.run(create(named))
+    with pytest.raises(Exception, match="certificate verify failed"):
+        asyncio.run(create(plain))
+    assert len(named_api.events) == 2
+
+
+class RecordingProxy:
+    """An HTTP proxy on loopback that answers every request itself, recording its request line."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
+
+    def _handler(self):
+        lines = self.lines
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format, *args):
+                pass
+
+            def do_POST(self):
+                lines.append(self.requestline)
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                data = json.dumps({"kind": "Event", "metadata": {"name": "via-proxy"}}).encode()
+                self.send_response(201)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        return Handler
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_proxy_url_is_used_sdk_and_operator(tmp_path, sleeps):
+    from aimodel_operator.kube import EVENTS, Kube
+
+    proxy = RecordingProxy()
+    try:
+        doc = kubeconfig("http://kube-apiserver.internal:6443", {"token": "t"}, {"proxy-url": proxy.url})
+        creds = kubeconfig_credentials(write_json(tmp_path / "kubeconfig", doc))
+        Reporter("llama", "models", credentials=creds, sleep=sleeps.append).report(Reason.GENERAL_ERROR, "boom")
+
+        async def create() -> None:
+            kube = Kube(creds)
+            try:
+                await kube.create(
+                    EVENTS,
+                    "models",
+                    build_event(aimodel_name="llama", namespace="models", reason=Reason.GENERAL_ERROR, message="x"),
+                )
+            finally:
+                await kube.close()
+
+        import asyncio
+
+        asyncio.run(create())
+    finally:
+        proxy.close()
+    assert proxy.lines == [f"POST http://kube-apiserver.internal:6443{EVENTS_PATH} HTTP/1.1"] * 2
+
+
+@pytest.mark.parametrize(
+    ("cluster", "error"),
+    [
+        ({"insecure-skip-tls-verify": "false"}, "insecure-skip-tls-verify must be true or false, not 'false'"),
+        ({"insecure-skip-tls-verify": True, "certificate-authority": "ca.crt"}, "together with insecure"),
+        (
+            {
+                "insecure-skip-tls-verify": True,
+                "certificate-authority-data": base64.b64encode(b"-----BEGIN CERTIFICATE-----").decode(),
+            },
+            "together with insecure",
+        ),
+        ({"certificate-authority-data": base64.b64encode(b"\x30\x82\x01\x0a\xff").decode()}, "not a PEM certificate"),
+        ({"proxy-url": "socks5://proxy:1080"}, "not an http\\(s\\) proxy"),
+        ({"tls-server-name": 5}, "tls-server-name must be a string"),
+    ],
+)
+def test_kubeconfig_values_client_go_refuses_are_refused_naming_the_field(tmp_path, cluster, error):
+    with pytest.raises(ConfigError, match=error):
+        kubeconfig_credentials(write_json(tmp_path / "config", kubeconfig("https://k:6443", {"token": "t"}, cluster)))
+
+
+def test_kubeconfig_files_are_merged_like_kubectl(tmp_path):
+    """The first file to set current-context wins, the first entry of a name wins, missing files are
+    skipped, and relative paths resolve against the file that holds them."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = {
+        "clusters": [
+            {"name": "shared", "cluster": {"server": "https://first:6443", "certificate-authority": "ca.crt"}}
+        ],
+        "users": [],
+        "contexts": [],
+    }
+    second = kubeconfig("https://second:6443", {"tokenFile": "token"})
+    second["clusters"].append({"name": "shared", "cluster": {"server": "https://ignored:6443"}})
+    second["contexts"].append({"name": "both", "context": {"cluster": "shared", "user": "u"}})
+    second["current-context"] = "both"
+    a = write_json(tmp_path / "a" / "config", first)
+    b = write_json(tmp_path / "b" / "config", second)
+    env = {"KUBECONFIG": os.pathsep.join([str(tmp_path / "missing"), str(a), str(b)]), "HOME": str(tmp_path)}
+    creds = load_credentials(env, tmp_path / "no-sa")
+    assert creds.server == "https://first:6443"
+    assert creds.ca_file == str(tmp_path / "a" / "ca.crt")
+    assert creds.token_file == str(tmp_path / "b" / "token")
+    with pytest.raises(ConfigError, match="none of the kubeconfig files"):
+        load_credentials({"KUBECONFIG": str(tmp_path / "missing"), "HOME": str(tmp_path)}, tmp_path / "no-sa")
 
 
 # --- the aimodel-report command -------------------------------------------------------------------
