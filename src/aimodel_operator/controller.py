@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -41,6 +40,7 @@ from .kube import (
     Resource,
 )
 from .recorder import Recorder
+from .refs import SecretRefs
 from .scoped import Scoped
 from .settings import FIELD_MANAGER, Settings
 from .statuswriter import AIMODELS, StatusWriter, Written
@@ -80,21 +80,22 @@ def _keep_deployment(obj: Manifest) -> Manifest:
 
 
 def _keep_secret(obj: Manifest) -> Manifest:
-    """Our own Secrets whole (their data is compared); any other only by its keys and their values' hashes."""
-    meta = obj["metadata"]
-    if (meta.get("labels") or {}).get(builders.LABEL_MANAGED_BY) == FIELD_MANAGER:
+    """A labelled Secret: whole when an AIModel controls it (its data is compared with what we
+    would apply); one that merely carries our label keeps its metadata only."""
+    if owner_key(obj) is not None:
         return strip(obj)
+    meta = obj["metadata"]
     return {
         "metadata": {
             k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "ownerReferences") if k in meta
-        },
-        "keys": {k: secret_value_hash(v) for k, v in (obj.get("data") or {}).items()},
+        }
     }
 
 
-def secret_value_hash(value: str) -> str:
-    """What the operator keeps of a value in someone else's Secret: enough to see it change."""
-    return hashlib.sha256(value.encode()).hexdigest()[:16]
+def _keep_name(obj: Manifest) -> Manifest:
+    """Of any Secret in the cluster, what tells that it exists and when it changed."""
+    meta = obj["metadata"]
+    return {"metadata": {k: meta[k] for k in ("name", "namespace", "resourceVersion") if k in meta}}
 
 
 def _keep_replica_set(obj: Manifest) -> Manifest:
@@ -152,8 +153,12 @@ class Controller:
             )
             for res in (*LABELLED_CHILDREN, *KEDA_RESOURCES)
         }
-        # Every Secret: our own whole, the others (apiKeySecretRef targets) by their keys only.
-        self.children[SECRETS.kind] = informer(SECRETS, self._secret_event, _keep_secret)
+        # Our own Secrets, whole. Of the others, only the names and resourceVersions (metadata
+        # alone is read): those that apiKeySecretRef names are read by name when they change, and
+        # only their values' hashes are kept (refs.py). No other Secret's data is ever read.
+        self.children[SECRETS.kind] = informer(SECRETS, self._child_event, _keep_secret, labelSelector=MANAGED)
+        self.secret_names = informer(SECRETS, self._secret_event, _keep_name, metadata_only=True)
+        self.refs = SecretRefs(kube, self.secret_names)
         self.children[SCALED_OBJECTS.kind].on_availability = self._keda_availability
         self.replica_sets = informer(REPLICA_SETS, self._replica_set_event, _keep_replica_set, labelSelector=MANAGED)
         # Worker pods, in a tiny form: what the WorkersAvailable condition needs.
@@ -197,7 +202,7 @@ class Controller:
 
     @property
     def informers(self) -> list[Informer | Scoped]:
-        return [self.models, *self.children.values(), self.replica_sets, self.pods, self.events]
+        return [self.models, *self.children.values(), self.secret_names, self.replica_sets, self.pods, self.events]
 
     # -- inputs ------------------------------------------------------------------
 
@@ -235,6 +240,7 @@ class Controller:
             names.discard(key[1])
             if not names:
                 self._secret_refs.pop((key[0], old), None)
+                self.refs.forget((key[0], old))
             del self._ref_of[key]
         if secret:
             self._ref_of[key] = secret
@@ -246,7 +252,6 @@ class Controller:
             self._wake(key)
 
     def _secret_event(self, kind: str, obj: Manifest) -> None:
-        self._child_event(kind, obj)
         meta = obj["metadata"]
         for name in self._secret_refs.get((meta.get("namespace", ""), meta["name"]), ()):
             self._wake((meta["namespace"], name))
@@ -447,6 +452,7 @@ class Controller:
             # Only a report or the workers' pods changed: the status is all there is to write.
             await self._write_status(key, model, settled[1])
             return
+        await self.refs.load(model)
         ref_hash = self._ref_hash(model)
         started = None
         if ref_hash is None and builders.spec_of(model).get("apiKeySecretRef"):
@@ -478,12 +484,12 @@ class Controller:
             # when garbage collection is done with a namesake's: look again, with growing pauses.
             raise LookAgain("; ".join(outcome.conflicts) or "a child is held by a deleted namesake")
 
-    def _referenced_secret(self, model: Manifest) -> Manifest | None:
-        """The cached Secret ``apiKeySecretRef`` names (None without a reference or when missing)."""
+    def _referenced_secret(self, model: Manifest) -> dict[str, str] | None:
+        """The hashed values of the Secret ``apiKeySecretRef`` names (None without a reference or when missing)."""
         ref = builders.spec_of(model).get("apiKeySecretRef")
         if not ref:
             return None
-        return self.children[SECRETS.kind].get(model["metadata"]["namespace"], ref["name"])
+        return self.refs.values(model["metadata"]["namespace"], ref["name"])
 
     def _ref_hash(self, model: Manifest) -> str | None:
         """A hash of the value behind ``apiKeySecretRef``, so that a rotated key rolls the workers.
@@ -493,11 +499,7 @@ class Controller:
         secret = self._referenced_secret(model)
         if secret is None:
             return None
-        key = builders.spec_of(model)["apiKeySecretRef"].get("key", DEFAULT_API_KEY_SECRET_KEY)
-        if "keys" in secret:
-            return secret["keys"].get(key)
-        raw = (secret.get("data") or {}).get(key)  # one of our own Secrets, kept whole
-        return None if raw is None else secret_value_hash(raw)
+        return secret.get(builders.spec_of(model)["apiKeySecretRef"].get("key", DEFAULT_API_KEY_SECRET_KEY))
 
     def _started_hash(self, model: Manifest) -> str | None:
         """The secret hash the workers' pods were started with. While the referenced key is missing
@@ -511,9 +513,7 @@ class Controller:
 
     def _secret_keys(self, model: Manifest) -> frozenset[str] | None:
         secret = self._referenced_secret(model)
-        if secret is None:
-            return None
-        return frozenset(secret.get("keys") or secret.get("data") or ())
+        return None if secret is None else frozenset(secret)
 
     def _record_changes(self, model: Manifest, applied: list[Manifest], removed: list[str]) -> None:
         parts = []

@@ -60,6 +60,7 @@ class Informer:
         idle: float | None = 90.0,
         page_size: int = 500,
         namespace: str | None = None,
+        metadata_only: bool = False,
         **selectors: str,
     ) -> None:
         self.kube = kube
@@ -67,6 +68,9 @@ class Informer:
         self.handler = handler
         self.transform = transform
         self.selectors = selectors
+        # Only each object's metadata is read (PartialObjectMetadata): for kinds whose content
+        # the operator must not hold, such as every Secret in the cluster.
+        self.metadata_only = metadata_only
         # One namespace only (scoped.py puts several together); None: all of them.
         self.namespace = namespace
         self.absent_retry = absent_retry
@@ -244,7 +248,11 @@ class Informer:
         seen: set[Key] = set()
         rv = ""
         async for page in self.kube.list(
-            self.resource, limit=self.page_size, namespace=self.namespace, **self.selectors
+            self.resource,
+            limit=self.page_size,
+            namespace=self.namespace,
+            metadata_only=self.metadata_only,
+            **self.selectors,
         ):
             rv = page["metadata"]["resourceVersion"]
             for item in page.get("items") or []:
@@ -278,6 +286,7 @@ class Informer:
                     namespace=self.namespace,
                     idle=self.idle,
                     opened=self.current.set,
+                    metadata_only=self.metadata_only,
                     **self.selectors,
                 ):
                     kind, obj = event.get("type"), event.get("object") or {}

@@ -132,6 +132,11 @@ async def load_configuration() -> Credentials:
         raise ConfigurationError(str(err)) from None
 
 
+# Metadata alone (what client-go's metadata client asks for), with plain JSON as the fallback
+# for a server that cannot: lists and watches answer PartialObjectMetadata(List).
+METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
+
 # A projected ServiceAccount token is rotated by the kubelet: its file is read again after this many seconds.
 TOKEN_REREAD = 60.0
 
@@ -279,6 +284,7 @@ class Kube:
         content_type: str = "application/json",
         timeout: float = 30,
         with_status: bool = False,
+        accept: str = "application/json",
     ) -> Any:
         if method != "GET" and self.write_gate is not None:
             left = self.write_gate()
@@ -287,8 +293,8 @@ class Kube:
                     raise NotLeading(f"{method} {path}: not leading")
                 timeout = min(timeout, left)
         if method != "GET":
-            return await self._write(method, path, body, query, content_type, timeout, with_status)
-        return await self._send(method, path, body, query, content_type, timeout, with_status)
+            return await self._write(method, path, body, query, content_type, timeout, with_status, accept)
+        return await self._send(method, path, body, query, content_type, timeout, with_status, accept)
 
     async def _write(self, *args: Any) -> Any:
         try:
@@ -307,6 +313,7 @@ class Kube:
         content_type: str,
         timeout: float,
         with_status: bool,
+        accept: str = "application/json",
     ) -> Any:
         data_bytes = None if body is None else json.dumps(body, separators=(",", ":")).encode()
         try:
@@ -315,7 +322,7 @@ class Kube:
                 self.server + path,
                 params=list((query or {}).items()),
                 data=data_bytes,
-                headers=self._headers(content_type=content_type if data_bytes is not None else None),
+                headers=self._headers(accept, content_type=content_type if data_bytes is not None else None),
                 timeout=aiohttp.ClientTimeout(total=timeout),
                 # A redirect would carry the token, and a write's body (a Secret's API_KEY), to
                 # wherever it points: the API server never redirects; the 3xx is an error.
@@ -390,15 +397,23 @@ class Kube:
         return await self.request("POST", res.path(namespace), body=obj)
 
     async def list(
-        self, res: Resource, limit: int = 500, namespace: str | None = None, **query: str
+        self,
+        res: Resource,
+        limit: int = 500,
+        namespace: str | None = None,
+        metadata_only: bool = False,
+        **query: str,
     ) -> AsyncIterator[Manifest]:
-        """The pages of a list, ``limit`` objects each: memory stays bounded however many there are."""
+        """The pages of a list, ``limit`` objects each: memory stays bounded however many there are.
+        ``metadata_only``: each object's metadata alone (PartialObjectMetadata), as client-go's
+        metadata informers read: a Secret's data never leaves the API server."""
         token = ""
+        accept = METADATA_LIST if metadata_only else "application/json"
         while True:
             params = {**query, "limit": str(limit)}
             if token:
                 params["continue"] = token
-            page = await self.request("GET", res.path(namespace), query=params, timeout=120)
+            page = await self.request("GET", res.path(namespace), query=params, timeout=120, accept=accept)
             yield page
             token = (page.get("metadata") or {}).get("continue") or ""
             if not token:
@@ -427,6 +442,7 @@ class Kube:
         namespace: str | None = None,
         idle: float | None = None,
         opened: Callable[[], None] | None = None,
+        metadata_only: bool = False,
         **query: str,
     ) -> AsyncIterator[Manifest]:
         """Yield watch events ({type, object}) until the server ends the stream.
@@ -450,7 +466,7 @@ class Kube:
                 resp = await self._watches().get(
                     self.server + res.path(namespace),
                     params=list(params.items()),
-                    headers=self._headers(),
+                    headers=self._headers(METADATA if metadata_only else "application/json"),
                     timeout=aiohttp.ClientTimeout(total=timeout + 30),
                     allow_redirects=False,
                     **self._route,

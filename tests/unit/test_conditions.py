@@ -168,17 +168,19 @@ def test_the_end_of_a_problem_the_operator_found_is_announced_after_the_rollout_
 # -- what the caches keep --------------------------------------------------------
 
 
-def test_foreign_secrets_are_kept_as_key_names_and_hashes_only():
+def test_a_labelled_secret_is_kept_whole_only_when_an_aimodel_controls_it():
+    label = {"app.kubernetes.io/managed-by": "aimodel-operator"}
     theirs = {
-        "metadata": {"name": "s", "namespace": "ns", "uid": "u", "resourceVersion": "5", "annotations": {"a": "b"}},
+        "metadata": {"name": "s", "namespace": "ns", "uid": "u", "resourceVersion": "5", "labels": label},
         "data": {"token": "c2VjcmV0"},
     }
     kept = _keep_secret(theirs)
-    assert set(kept) == {"metadata", "keys"}
-    assert set(kept["keys"]) == {"token"}
-    assert "c2VjcmV0" not in str(kept)
-    ours = {"metadata": {"name": "m-worker-secrets", "labels": {"app.kubernetes.io/managed-by": "aimodel-operator"}}}
+    assert set(kept) == {"metadata"} and "c2VjcmV0" not in str(kept)
+    owner = {"apiVersion": "model.youxam.com/v1alpha1", "kind": "AIModel", "name": "m", "uid": "1", "controller": True}
+    ours = {"metadata": {"name": "m-worker-secrets", "namespace": "ns", "labels": label, "ownerReferences": [owner]}}
     assert _keep_secret({**ours, "data": {"API_KEY": "eA=="}})["data"] == {"API_KEY": "eA=="}
+    not_controlling = {**owner, "controller": False}
+    assert "data" not in _keep_secret({**ours, "metadata": {**ours["metadata"], "ownerReferences": [not_controlling]}})
 
 
 # -- leader election --------------------------------------------------------------
