@@ -67,6 +67,10 @@ journalMaxGroupWaitMSec=1
 diskUsageThreshold=0.99
 diskUsageWarnThreshold=0.99
 webSocketServiceEnabled=true
+# Pulsar's broker.conf default, missing from standalone's: a bookie frame must hold a whole
+# maxMessageSize entry plus its headers, or a full-size chunk of a chunked message (any
+# publisher can send one) breaks the ledger ("Adjusted frame length exceeds 5242880").
+nettyMaxFrameSizeBytes=5253120
 """
 
 LOG4J = """<?xml version="1.0" encoding="UTF-8"?>

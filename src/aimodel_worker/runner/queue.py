@@ -20,10 +20,27 @@ class Queue:
     client: pulsar_async.Client
     consumer: pulsar_async.Consumer
     producer: pulsar_async.Producer
+    dead_letter_topic: str = ""
+    _dead_letters: pulsar_async.Producer | None = None
+
+    async def dead_letter(self, msg: pulsar.Message, why: str) -> None:
+        """Send ``msg`` to the dead-letter topic at once, then acknowledge it. For a message that
+        no redelivery can help and that the client's own dead-letter policy cannot move: one
+        above the broker's size limit (it came chunked, and the policy's producer does not chunk)."""
+        if self._dead_letters is None:
+            self._dead_letters = await self.client.create_producer(
+                self.dead_letter_topic, chunking_enabled=True, batching_enabled=False
+            )
+        properties = {**msg.properties(), "DEAD_LETTER_REASON": why[:200]}
+        await self._dead_letters.send(msg.data(), properties=properties)
+        await self.consumer.acknowledge(msg)
 
     async def close(self) -> None:
         """Close the consumer first: messages received but not acknowledged go to other workers."""
-        for close in (self.consumer.close, self.producer.close):
+        closes = [self.consumer.close, self.producer.close]
+        if self._dead_letters is not None:
+            closes.append(self._dead_letters.close)
+        for close in closes:
             with contextlib.suppress(pulsar_async.PulsarException):
                 await close()
         await self.client.close()
@@ -65,4 +82,4 @@ async def connect(settings: WorkerSettings, consumer_name: str | None = None) ->
     except pulsar_async.PulsarException as exc:
         await client.close()
         raise QueueUnavailable(f"cannot subscribe to {settings.topic} at {settings.pulsar_url}: {exc}") from exc
-    return Queue(client, consumer, producer)
+    return Queue(client, consumer, producer, settings.dead_letter_topic)

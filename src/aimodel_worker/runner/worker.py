@@ -197,6 +197,11 @@ class Worker:
 
     async def _serve(self, q: queue.Queue, session: aiohttp.ClientSession, upstream: Upstream, msg: Any) -> None:
         s = self.settings
+        size = len(msg.data())
+        if size > s.max_message_bytes:
+            log.warning("message %s has %d bytes, over %d: dead-lettered", msg.message_id(), size, s.max_message_bytes)
+            await q.dead_letter(msg, f"{size} bytes, over MAX_MESSAGE_BYTES {s.max_message_bytes}")
+            return
         try:
             request = protocol.parse_request(msg.data(), s.model_name, s.max_message_bytes)
             self.answers.check(request.endpoint)
