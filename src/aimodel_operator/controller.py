@@ -61,6 +61,10 @@ LOOK_AGAIN_MAX_SECONDS = 30.0
 NOT_LEADING_RETRY_SECONDS = 2.0
 
 
+# Labelled Secrets listed per page (see Controller.__init__).
+SECRET_PAGE = 10
+
+
 class LookAgain(Exception):
     """A child's name is someone else's, or still a deleted namesake's: the reconcile did what it
     could and must look again later (reads only, until the name is free)."""
@@ -156,7 +160,11 @@ class Controller:
         # Our own Secrets, whole. Of the others, only the names and resourceVersions (metadata
         # alone is read): those that apiKeySecretRef names are read by name when they change, and
         # only their values' hashes are kept (refs.py). No other Secret's data is ever read.
-        self.children[SECRETS.kind] = informer(SECRETS, self._child_event, _keep_secret, labelSelector=MANAGED)
+        # Small pages: anyone may put our label on a large Secret of theirs, and a page is
+        # parsed whole before the transform drops what is not ours (10 Secrets of 1 MiB at most).
+        self.children[SECRETS.kind] = informer(
+            SECRETS, self._child_event, _keep_secret, labelSelector=MANAGED, page_size=SECRET_PAGE
+        )
         self.secret_names = informer(SECRETS, self._secret_event, _keep_name, metadata_only=True)
         self.refs = SecretRefs(kube, self.secret_names)
         self.children[SCALED_OBJECTS.kind].on_availability = self._keda_availability
