@@ -21,6 +21,19 @@ def test_paths_and_the_resource_they_address():
     assert resource_of("/api/v1/namespaces/ns/events") == "events"
 
 
+async def _serve(handler):
+    """Serve ``handler`` for every path on a free loopback port: (runner, base URL)."""
+    from aiohttp import web
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+
+
 class _Redirecting:
     """An "API server" on loopback that answers everything with a 307 to a second server, which
     records whatever reaches it."""
@@ -35,24 +48,13 @@ class _Redirecting:
             self.reached.append((request.method, request.headers.get("Authorization", ""), await request.text()))
             return web.json_response({"kind": "Status"})
 
-        other = web.Application()
-        other.router.add_route("*", "/{tail:.*}", elsewhere)
-        self.other = web.AppRunner(other)
-        await self.other.setup()
-        site = web.TCPSite(self.other, "127.0.0.1", 0)
-        await site.start()
-        target = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+        self.other, target = await _serve(elsewhere)
 
         async def redirect(request: web.Request) -> web.Response:
             raise web.HTTPTemporaryRedirect(target + request.path_qs)
 
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", redirect)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        return f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+        self.runner, url = await _serve(redirect)
+        return url
 
     async def __aexit__(self, *exc: object) -> None:
         await self.runner.cleanup()
