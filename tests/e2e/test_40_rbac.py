@@ -146,3 +146,17 @@ def test_operator_cannot_change_what_users_own(kubectl, sa_kubeconfig):
     assert denied.returncode != 0 and "forbidden" in denied.stderr.lower(), denied.stderr
     denied = kubectl.run("create", "configmap", "x", "-n", "default", "--dry-run=server", token=token, check=False)
     assert denied.returncode != 0 and "forbidden" in denied.stderr.lower(), denied.stderr
+
+
+def test_the_leader_election_role_reaches_its_own_lease_only(kubectl, deployed_rbac, sa_kubeconfig):
+    _, token = sa_kubeconfig
+    system = kubectl.in_namespace(SYSTEM_NS)
+
+    def can(*args: str) -> str:
+        return system.run("auth", "can-i", *args, token=token, check=False).stdout.strip()
+
+    assert can("update", "leases/aimodel-operator-leader") == "yes"
+    assert can("get", "leases/aimodel-operator-leader") == "yes"
+    assert can("create", "leases") == "yes"
+    assert can("update", "leases/someone-elses-lease") == "no"
+    assert can("get", "leases/someone-elses-lease") == "no"
