@@ -32,6 +32,10 @@ KEDA_DEFAULT_POLLING_INTERVAL = 30
 KEDA_DEFAULT_COOLDOWN_PERIOD = 300
 HPA_DEFAULT_SCALE_DOWN_STABILIZATION = 300
 HPA_MAX_STABILIZATION_WINDOW = 3600
+# Upper bounds: a typo (replicas: 100000) must not ask the cluster for a hundred thousand pods,
+# nor a worker for a hundred thousand requests in flight.
+MAX_REPLICAS = 1000
+MAX_PROCESS_NUM_LIMIT = 4096
 
 
 class ModelType(StrEnum):
@@ -76,15 +80,25 @@ SPEC_FIELDS: tuple[Field, ...] = (
     Field("image", {"type": "string", "minLength": 1, "maxLength": 1024}, "Worker container image.", required=True),
     Field(
         "replicas",
-        {"type": "integer", "format": "int32", "minimum": 0, "default": DEFAULT_REPLICAS},
-        "Fixed number of workers. Ignored while KEDA autoscaling is active.",
+        {"type": "integer", "format": "int32", "minimum": 0, "maximum": MAX_REPLICAS, "default": DEFAULT_REPLICAS},
+        f"Fixed number of workers (at most {MAX_REPLICAS}). Ignored while KEDA autoscaling is active.",
     ),
     Field(
         "maxProcessNum",
-        {"type": "integer", "format": "int32", "minimum": 1, "default": DEFAULT_MAX_PROCESS_NUM},
-        "Maximum number of requests one worker processes at once.",
+        {
+            "type": "integer",
+            "format": "int32",
+            "minimum": 1,
+            "maximum": MAX_PROCESS_NUM_LIMIT,
+            "default": DEFAULT_MAX_PROCESS_NUM,
+        },
+        f"Maximum number of requests one worker processes at once (at most {MAX_PROCESS_NUM_LIMIT}).",
     ),
-    Field("baseURL", {"type": "string", "minLength": 1, "maxLength": 2048}, "Upstream API URL (remote models)."),
+    Field(
+        "baseURL",
+        {"type": "string", "minLength": 1, "maxLength": 2048, "pattern": r"^https?://[^\s]+$"},
+        "Upstream API URL (remote models): http:// or https://.",
+    ),
     Field(
         "apiKey",
         {"type": "string", "minLength": 1, "maxLength": 4096},
@@ -123,13 +137,13 @@ SPEC_FIELDS: tuple[Field, ...] = (
     ),
     Field(
         "minReplicas",
-        {"type": "integer", "format": "int32", "minimum": 0},
-        "KEDA minimum replica count (default 1).",
+        {"type": "integer", "format": "int32", "minimum": 0, "maximum": MAX_REPLICAS},
+        f"KEDA minimum replica count (default 1, at most {MAX_REPLICAS}).",
     ),
     Field(
         "maxReplicas",
-        {"type": "integer", "format": "int32", "minimum": 1},
-        f"KEDA maximum replica count (default {KEDA_DEFAULT_MAX_REPLICAS}).",
+        {"type": "integer", "format": "int32", "minimum": 1, "maximum": MAX_REPLICAS},
+        f"KEDA maximum replica count (default {KEDA_DEFAULT_MAX_REPLICAS}, at most {MAX_REPLICAS}).",
     ),
     Field(
         "pollingInterval",

@@ -35,6 +35,23 @@ def test_secret_ref_that_climbs_out_is_refused_naming_the_field(crds_installed, 
     assert field in res.stderr, res.stderr
 
 
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"baseURL": "file:///etc/passwd"}, "spec.baseURL"),
+        ({"baseURL": "gopher://internal:70/"}, "spec.baseURL"),
+        ({"replicas": 100000}, "spec.replicas"),
+        ({"maxProcessNum": 100000}, "spec.maxProcessNum"),
+        ({"msgBacklogThreshold": 2, "maxReplicas": 5000}, "spec.maxReplicas"),
+        ({"msgBacklogThreshold": 2, "minReplicas": 5000}, "spec.minReplicas"),
+    ],
+)
+def test_schemes_and_sizes_out_of_bounds_are_refused_naming_the_field(crds_installed, k, change, field):
+    res = k.run("apply", "-f", "-", input=json.dumps(model_manifest("m", {**REMOTE, **change})), check=False)
+    assert res.returncode != 0
+    assert field in res.stderr, res.stderr
+
+
 def test_secret_ref_changes_are_noticed_through_the_watch(operator, k, namespace):
     """A missing apiKeySecretRef Secret is reported, then noticed at once when it appears or gains its key."""
     spec = {k_: v for k_, v in REMOTE.items() if k_ != "apiKey"}
