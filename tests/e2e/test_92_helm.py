@@ -272,7 +272,10 @@ def test_scoped_install_grants_nothing_outside_its_namespaces(helm, kubectl, nam
             ("get", "secrets", unwatched, "no"),
             ("list", "aimodels.model.youxam.com", unwatched, "no"),
             ("list", "secrets", None, "no"),
-            ("get", "leases.coordination.k8s.io", release_ns, "yes"),
+            ("get", "leases.coordination.k8s.io/aimodel-operator-leader", release_ns, "yes"),
+            ("update", "leases.coordination.k8s.io/aimodel-operator-leader", release_ns, "yes"),
+            # Its own Lease only (resourceNames), not every Lease of the namespace.
+            ("update", "leases.coordination.k8s.io/another-lease", release_ns, "no"),
         ]:
             cmd = ["auth", "can-i", verb, resource, f"--as={who}"]
             cmd += ["-n", where] if where else ["--all-namespaces"]
