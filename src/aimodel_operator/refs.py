@@ -36,7 +36,6 @@ class SecretRefs:
         # (namespace, name) -> (resourceVersion read, {key: hash of its value})
         self._values: dict[Key, tuple[int, dict[str, str]]] = {}
         self._reading: dict[Key, asyncio.Task[None]] = {}
-        self.reads = 0
 
     def values(self, namespace: str, name: str) -> dict[str, str] | None:
         """The hashed values of the Secret, if it exists (as last read)."""
@@ -69,7 +68,6 @@ class SecretRefs:
         await asyncio.shield(task)
 
     async def _read(self, key: Key) -> None:
-        self.reads += 1
         secret = await self.kube.get(SECRETS, *key)
         if secret is None:
             self._values.pop(key, None)

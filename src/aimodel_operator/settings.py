@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from aimodel_worker.runner import endpoints
+
 FIELD_MANAGER = "aimodel-operator"
 COMPONENT = "aimodel-operator"
 
@@ -30,5 +32,5 @@ class Settings:
             pulsar_url=env.get("PULSAR_URL") or DEFAULT_PULSAR_URL,
             pulsar_token=env.get("PULSAR_TOKEN", ""),
             res_topic_name=env.get("RES_TOPIC_NAME") or DEFAULT_RES_TOPIC_NAME,
-            answer_endpoints=" ".join(env.get("ANSWER_ENDPOINTS", "").replace(",", " ").split()),
+            answer_endpoints=" ".join(endpoints.parse_list(env.get("ANSWER_ENDPOINTS", ""))),
         )

@@ -45,7 +45,7 @@ def test_the_model_is_the_aimodels_not_the_publishers():
 
 
 def test_a_message_over_the_cap_is_not_parsed():
-    with pytest.raises(protocol.BadRequest, match="more than the 100 accepted"):
+    with pytest.raises(protocol.TooLarge, match="more than the 100 accepted"):
         parse(b"{" + b" " * 200 + b"}", max_bytes=100)
 
 

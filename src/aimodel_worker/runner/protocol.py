@@ -34,6 +34,10 @@ class BadRequest(ValueError):
         self.endpoint = endpoint
 
 
+class TooLarge(BadRequest):
+    """A message over the size cap: not parsed at all."""
+
+
 @dataclass(frozen=True)
 class Request:
     request_id: str
@@ -47,7 +51,7 @@ def parse_request(payload: bytes, model: str, max_bytes: int) -> Request:
     ``data.stream``, else false). ``data.model`` is ``model`` (set when missing; another one is
     refused: the AIModel, not the publisher, chooses what the upstream runs)."""
     if len(payload) > max_bytes:
-        raise BadRequest(f"the message has {len(payload)} bytes, more than the {max_bytes} accepted")
+        raise TooLarge(f"the message has {len(payload)} bytes, more than the {max_bytes} accepted")
     try:
         doc = json.loads(payload)
     except (ValueError, UnicodeDecodeError) as exc:

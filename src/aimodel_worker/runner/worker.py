@@ -197,14 +197,14 @@ class Worker:
 
     async def _serve(self, q: queue.Queue, session: aiohttp.ClientSession, upstream: Upstream, msg: Any) -> None:
         s = self.settings
-        size = len(msg.data())
-        if size > s.max_message_bytes:
-            log.warning("message %s has %d bytes, over %d: dead-lettered", msg.message_id(), size, s.max_message_bytes)
-            await q.dead_letter(msg, f"{size} bytes, over MAX_MESSAGE_BYTES {s.max_message_bytes}")
-            return
         try:
             request = protocol.parse_request(msg.data(), s.model_name, s.max_message_bytes)
             self.answers.check(request.endpoint)
+        except protocol.TooLarge as exc:
+            # No redelivery helps, and the client's dead-letter policy cannot move it: at once.
+            log.warning("message %s dead-lettered: %s", msg.message_id(), exc)
+            await q.dead_letter(msg, f"{exc} (MAX_MESSAGE_BYTES)")
+            return
         except endpoints.EndpointRefused as exc:
             # Nobody to tell: handed back until it reaches the dead-letter topic.
             log.warning("request %s refused, its endpoint: %s", request.request_id, exc)
