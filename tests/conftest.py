@@ -85,10 +85,95 @@ def crds_installed(kubectl):
     return True
 
 
+SUITE_NS = "aimodel-operator-suite"
+SUITE_SA = "operator"
+FENCE_REFUSAL = "the aimodel-operator may write only its own children"
+
+
+def _fence_for(user: str, name: str) -> list[dict]:
+    """config/policy's policy and binding, named ``name`` and matching ``user``."""
+    import yaml
+
+    policy, binding = yaml.safe_load_all((REPO / "config" / "policy" / "fence.yaml").read_text())
+    [condition] = policy["spec"]["matchConditions"]
+    shipped = "system:serviceaccount:aimodel-operator-system:aimodel-operator-controller-manager"
+    assert shipped in condition["expression"], condition
+    condition["expression"] = condition["expression"].replace(shipped, user)
+    policy["metadata"]["name"] = binding["metadata"]["name"] = binding["spec"]["policyName"] = name
+    return [policy, binding]
+
+
 @pytest.fixture(scope="session")
-def operator_process(kubeconfig, crds_installed, tmp_path_factory):
-    """The operator, running for the whole session with default settings."""
-    proc = OperatorProcess(kubeconfig, tmp_path_factory.mktemp("operator"))
+def operator_identity(kubectl, crds_installed, tmp_path_factory) -> tuple[Path, str]:
+    """Who the session's operator is, as a deployed one is: a ServiceAccount with exactly the rules
+    of config/rbac's ClusterRoles (the manager's and metrics-auth), fenced by config/policy's
+    ValidatingAdmissionPolicy matched to this ServiceAccount. So every test it runs in also proves
+    that the operator needs no more than its RBAC and never writes what the fence refuses.
+    (kubeconfig, token)."""
+    import yaml
+
+    [role] = yaml.safe_load_all((REPO / "config" / "rbac" / "role.yaml").read_text())
+    [metrics_auth] = yaml.safe_load_all((REPO / "config" / "rbac" / "metrics_auth_role.yaml").read_text())
+    role["metadata"] = {"name": f"{SUITE_NS}-role"}
+    role["rules"] += metrics_auth["rules"]
+    user = f"system:serviceaccount:{SUITE_NS}:{SUITE_SA}"
+    objects = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SUITE_NS}},
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": SUITE_SA, "namespace": SUITE_NS}},
+        role,
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": f"{SUITE_NS}-rolebinding"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": role["metadata"]["name"],
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": SUITE_SA, "namespace": SUITE_NS}],
+        },
+        *_fence_for(user, f"{SUITE_NS}-fence"),
+    ]
+    kubectl(
+        "apply", "--server-side", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects})
+    )
+    token = kubectl.in_namespace(SUITE_NS).create_token(SUITE_SA, duration="12h")
+    probe = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "fence-probe", "namespace": SUITE_NS},
+        "stringData": {"k": "v"},
+    }
+
+    def fenced() -> bool:
+        res = kubectl.run("create", "--dry-run=server", "-f", "-", input=json.dumps(probe), token=token, check=False)
+        assert res.returncode != 0, "the fence lets the operator create a Secret that is not its own"
+        return FENCE_REFUSAL in res.stderr
+
+    # A new policy takes effect once the API server has compiled it (typically within a second).
+    wait_for("the fence in force for the suite's operator", lambda: _quiet(fenced), timeout=30)
+    anon = json.loads(kubectl._token_kubeconfig().read_text())
+    anon["users"] = [{"name": "token", "user": {"token": token}}]
+    path = tmp_path_factory.mktemp("identity") / "operator.kubeconfig"
+    path.write_text(json.dumps(anon))
+    yield path, token
+    if os.environ.get("AIMODEL_TEST_KUBECONFIG"):
+        for obj in reversed(objects):
+            kubectl("delete", obj["kind"], obj["metadata"]["name"], "--ignore-not-found", "--wait=false")
+
+
+def _quiet(check):
+    """``check()``, with an AssertionError taken as "not yet" (a policy not compiled yet admits all)."""
+    try:
+        return check()
+    except AssertionError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def operator_process(operator_identity, crds_installed, tmp_path_factory):
+    """The operator, running for the whole session with default settings, as its own fenced ServiceAccount."""
+    proc = OperatorProcess(operator_identity[0], tmp_path_factory.mktemp("operator"))
     proc.start()
     yield proc
     proc.stop()
@@ -127,7 +212,7 @@ def pulsar(cluster) -> str:
 
 
 @pytest.fixture
-def recorded_operator(crds_installed, operator_process, kubeconfig, tmp_path):
+def recorded_operator(crds_installed, operator_process, operator_identity, kubeconfig, tmp_path):
     """Starts the operator alone (the session's one stopped) behind a recording proxy, so that a test
     can count its requests: ``recorded_operator(env)`` returns (OperatorProcess, FaultProxy)."""
     from faults.faultproxy import FaultProxy
@@ -137,7 +222,7 @@ def recorded_operator(crds_installed, operator_process, kubeconfig, tmp_path):
         def start(env: dict[str, str] | None = None) -> tuple[OperatorProcess, FaultProxy]:
             operator_process.stop()
             proxy = stack.enter_context(FaultProxy(kubeconfig))
-            op = OperatorProcess(proxy.kubeconfig_path(tmp_path), tmp_path)
+            op = OperatorProcess(proxy.kubeconfig_path(tmp_path, token=operator_identity[1]), tmp_path)
             stack.callback(op.stop)  # before the proxy closes
             op.start(env or {})
             return op, proxy

@@ -28,6 +28,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--health-port", type=int, default=8081, help="serves /healthz (alive) and /readyz (synced)")
     run.add_argument("--metrics-port", type=int, default=8080, help="serves Prometheus /metrics (0 disables)")
+    run.add_argument(
+        "--metrics-secure",
+        action="store_true",
+        help="serve /metrics over HTTPS, only to callers whose token the API server authenticates and "
+        "authorizes for get on /metrics (TokenReview, SubjectAccessReview), as kubebuilder does",
+    )
+    run.add_argument(
+        "--metrics-cert-dir",
+        default="",
+        help="with --metrics-secure: directory of tls.crt and tls.key (re-read when renewed); "
+        "default: a self-signed certificate made at start",
+    )
     run.add_argument("--workers", type=int, default=32, help="AIModels reconciled concurrently")
     run.add_argument("--resync", type=float, default=300.0, help="seconds between full resyncs")
     run.add_argument(
@@ -101,6 +113,7 @@ async def _run(args: argparse.Namespace) -> int:
     from .health import HealthServer
     from .kube import KEEP_WARM, Kube, describe, load_configuration
     from .leader import LeaderElector
+    from .metrics_server import Authorizer, MetricsServer
 
     log = logging.getLogger("aimodel_operator")
     instance = os.environ.get("POD_NAME") or socket.gethostname()
@@ -138,12 +151,18 @@ async def _run(args: argparse.Namespace) -> int:
 
     health = HealthServer(args.bind_address, args.health_port, alive, ready)
     await health.start()
-    if args.metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(args.metrics_port, addr=args.bind_address)
 
     cfg = await load_configuration()
+    metrics: MetricsServer | None = None
+    review_kube: Kube | None = None
+    if args.metrics_port:
+        authorizer = None
+        if args.metrics_secure:
+            # Its own small pool, outside the leader's write window: every replica answers scrapes.
+            review_kube = Kube(cfg, pool_size=2)
+            authorizer = Authorizer(review_kube)
+        metrics = MetricsServer(args.bind_address, args.metrics_port, authorizer, args.metrics_cert_dir or None)
+        await metrics.start()
     kube = Kube(cfg, write_gate=elector.write_window if elector is not None else None, keep_warm=KEEP_WARM)
     # Lease renewals get a connection of their own: a burst of reconciles cannot delay them.
     lease_kube = Kube(cfg, pool_size=2) if elector is not None else None
@@ -176,6 +195,10 @@ async def _run(args: argparse.Namespace) -> int:
     await _step("API client", kube.close())
     if lease_kube is not None:
         await _step("lease API client", lease_kube.close())
+    if metrics is not None:
+        await _step("metrics server", metrics.stop())
+    if review_kube is not None:
+        await _step("metrics review API client", review_kube.close())
     await _step("health server", health.stop())
     log.info("stopped")
     return exit_code

@@ -18,10 +18,11 @@ def proxy(kubeconfig):
 
 
 @pytest.fixture
-def proxied_operator(crds_installed, operator_process, proxy, tmp_path):
-    """The operator, alone (the session's operator stopped), talking to the API server through ``proxy``."""
+def proxied_operator(crds_installed, operator_process, operator_identity, proxy, tmp_path):
+    """The operator, alone (the session's operator stopped), talking to the API server through ``proxy``,
+    as the session's fenced ServiceAccount."""
     operator_process.stop()
-    op = OperatorProcess(proxy.kubeconfig_path(tmp_path), tmp_path)
+    op = OperatorProcess(proxy.kubeconfig_path(tmp_path, token=operator_identity[1]), tmp_path)
     op.start(extra_args=(f"--watch-idle-timeout={WATCH_IDLE}",))
     yield op
     op.stop()

@@ -305,12 +305,12 @@ def test_a_skewed_clock_does_not_steal_a_live_lease(crds_installed, k, namespace
         op.stop()
 
 
-def test_a_leader_stalled_past_its_renew_deadline_steps_down(operator_process, k, namespace, tmp_path):
+def test_a_leader_stalled_past_its_renew_deadline_steps_down(operator_process, kubeconfig, k, namespace, tmp_path):
     """Frozen longer than the renew deadline (10 s) but shorter than the lease (15 s): nobody took
     the lease, yet the leader must not carry on as if nothing happened (client-go's rule): it stops,
     and once restarted everything changed meanwhile converges."""
     operator_process.stop()
-    op = OperatorProcess(operator_process.kubeconfig, tmp_path)
+    op = OperatorProcess(kubeconfig, tmp_path)  # the admin: leader election in the test's namespace
     op.start(env={"POD_NAME": "solo"}, extra_args=leader_args(namespace))
     try:
         models = {"m1": dict(LOCAL)}

@@ -89,10 +89,16 @@ def test_default_objects_carry_the_kustomize_names(default):
             ("Deployment", f"{PREFIX}controller-manager"),
             ("PodDisruptionBudget", f"{PREFIX}controller-manager"),
             ("Service", f"{PREFIX}metrics"),
+            ("ClusterRole", f"{PREFIX}metrics-auth-role"),
+            ("ClusterRoleBinding", f"{PREFIX}metrics-auth-rolebinding"),
+            ("ClusterRole", f"{PREFIX}metrics-reader"),
+            ("NetworkPolicy", f"{PREFIX}controller-manager"),
+            ("ValidatingAdmissionPolicy", f"{PREFIX}fence"),
+            ("ValidatingAdmissionPolicyBinding", f"{PREFIX}fence"),
         ]
     )
     for doc in default:
-        if doc["kind"] in ("CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"):
+        if doc["kind"] in CLUSTER_SCOPED:
             assert "namespace" not in doc["metadata"]
         else:
             assert doc["metadata"]["namespace"] == NAMESPACE, doc["metadata"]
@@ -120,9 +126,84 @@ def test_bindings_equal_config_rbac(default):
     assert leader["subjects"] == subject
 
 
+CLUSTER_SCOPED = (
+    "CustomResourceDefinition",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+)
+OPERATOR_USER = "system:serviceaccount:aimodel-operator-system:aimodel-operator-controller-manager"
+
+
+def test_metrics_rbac_equals_config_rbac(default):
+    for name in ("metrics-auth-role", "metrics-reader"):
+        [config_role] = _config(f"config/rbac/{name.removesuffix('-role')}_role.yaml".replace("-", "_"))
+        assert _one(default, "ClusterRole", f"{PREFIX}{name}")["rules"] == config_role["rules"]
+    binding = _one(default, "ClusterRoleBinding", f"{PREFIX}metrics-auth-rolebinding")
+    assert binding["roleRef"]["name"] == f"{PREFIX}metrics-auth-role"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": f"{PREFIX}controller-manager", "namespace": NAMESPACE}
+    ]
+
+
+def test_metrics_are_secure_by_default_and_the_scraper_is_told_how(helm, default):
+    [container] = _manager(default)["containers"]
+    assert "--metrics-secure" in container["args"]
+    assert not [a for a in container["args"] if a.startswith("--metrics-cert-dir")], "self-signed by default"
+    policy = _one(default, "NetworkPolicy", f"{PREFIX}controller-manager", NAMESPACE)
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert policy["spec"]["ingress"] == [
+        {
+            "ports": [{"port": "metrics", "protocol": "TCP"}],
+            "from": [{"namespaceSelector": {"matchLabels": {"metrics": "enabled"}}}],
+        }
+    ]
+    docs = render(helm, "metrics.serviceMonitor.enabled=true", "metrics.certSecret=metrics-tls")
+    spec = _manager(docs)
+    [container] = spec["containers"]
+    assert "--metrics-cert-dir=/etc/aimodel-operator/metrics-certs" in container["args"]
+    assert {"name": "metrics-certs", "secret": {"secretName": "metrics-tls"}} in spec["volumes"]
+    [endpoint] = _one(docs, "ServiceMonitor", f"{PREFIX}metrics", NAMESPACE)["spec"]["endpoints"]
+    assert endpoint["scheme"] == "https"
+    assert endpoint["bearerTokenFile"] == "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    plain = render(helm, "metrics.secure=false", "networkPolicy.enabled=false", "metrics.serviceMonitor.enabled=true")
+    [container] = _manager(plain)["containers"]
+    assert "--metrics-secure" not in container["args"]
+    assert not [d for d in plain if d["kind"] == "NetworkPolicy" or "metrics-auth" in d["metadata"]["name"]]
+    [endpoint] = _one(plain, "ServiceMonitor", f"{PREFIX}metrics", NAMESPACE)["spec"]["endpoints"]
+    assert "scheme" not in endpoint
+
+
+def test_admission_policy_equals_config_policy(default):
+    config_policy, config_binding = _config("config/policy/fence.yaml")
+    policy = _one(default, "ValidatingAdmissionPolicy", f"{PREFIX}fence")
+    assert policy["spec"] == config_policy["spec"]
+    [condition] = policy["spec"]["matchConditions"]
+    assert condition["expression"] == f"request.userInfo.username == '{OPERATOR_USER}'"
+    binding = _one(default, "ValidatingAdmissionPolicyBinding", f"{PREFIX}fence")
+    assert binding["spec"] == {**config_binding["spec"], "policyName": f"{PREFIX}fence"}
+
+
+def test_admission_policy_names_the_release_service_account_and_can_be_turned_off(helm):
+    docs = render(helm, "serviceAccount.name=op", release="ai", namespace="ops")
+    [policy] = [d for d in docs if d["kind"] == "ValidatingAdmissionPolicy"]
+    assert policy["metadata"]["name"] == "ai-aimodel-operator-fence"
+    assert policy["spec"]["matchConditions"][0]["expression"] == (
+        "request.userInfo.username == 'system:serviceaccount:ops:op'"
+    )
+    off = render(helm, "admissionPolicy.enabled=false")
+    assert not [d for d in off if d["kind"].startswith("ValidatingAdmissionPolicy")]
+    # Clusters older than 1.30 do not serve the API: nothing is rendered there.
+    old = _helm(helm, "template", RELEASE, str(CHART), "--kube-version", "1.29.0")
+    assert old.returncode == 0, old.stderr
+    assert "ValidatingAdmissionPolicy" not in old.stdout
+
+
 def test_scoped_rbac_equals_config_scoped(helm):
     docs = render(helm, "watchNamespaces={team-a,team-b}")
-    assert not [d for d in docs if d["kind"] == "ClusterRoleBinding"], "no cluster-wide grant when scoped"
+    # No cluster-wide grant of the manager's rules; the metrics-auth binding reads nothing.
+    assert [d["roleRef"]["name"] for d in docs if d["kind"] == "ClusterRoleBinding"] == [f"{PREFIX}metrics-auth-role"]
     for config_binding in _config("config/scoped/role_bindings.yaml"):
         ns = config_binding["metadata"]["namespace"]
         binding = _one(docs, "RoleBinding", config_binding["metadata"]["name"], ns)

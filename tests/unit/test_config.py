@@ -118,8 +118,26 @@ def test_default_renders_the_expected_objects(default: list[dict[str, Any]]) -> 
             ("Role", f"{PREFIX}leader-election-role"),
             ("RoleBinding", f"{PREFIX}leader-election-rolebinding"),
             ("Deployment", f"{PREFIX}controller-manager"),
+            ("ClusterRole", f"{PREFIX}metrics-auth-role"),
+            ("ClusterRoleBinding", f"{PREFIX}metrics-auth-rolebinding"),
+            ("ClusterRole", f"{PREFIX}metrics-reader"),
+            ("ValidatingAdmissionPolicy", f"{PREFIX}fence"),
+            ("ValidatingAdmissionPolicyBinding", f"{PREFIX}fence"),
         ]
     )
+
+
+def test_the_fence_names_the_deployed_service_account(default: list[dict[str, Any]]) -> None:
+    """The policy's match condition is a plain string, which kustomize's namespace and prefix do not
+    rewrite: it must name the ServiceAccount that config/default deploys."""
+    sa = _one(default, "ServiceAccount", f"{PREFIX}controller-manager")
+    policy = _one(default, "ValidatingAdmissionPolicy", f"{PREFIX}fence")
+    [condition] = policy["spec"]["matchConditions"]
+    user = f"system:serviceaccount:{sa['metadata']['namespace']}:{sa['metadata']['name']}"
+    assert condition["expression"] == f"request.userInfo.username == '{user}'"
+    binding = _one(default, "ValidatingAdmissionPolicyBinding", f"{PREFIX}fence")
+    assert binding["spec"] == {"policyName": f"{PREFIX}fence", "validationActions": ["Deny"]}
+    assert policy["spec"]["failurePolicy"] == "Fail"
 
 
 def test_no_wildcards_in_any_rule(default: list[dict[str, Any]]) -> None:
@@ -197,7 +215,13 @@ def test_manager_deployment(default: list[dict[str, Any]]) -> None:
     [container] = pod["containers"]
     assert container["name"] == "manager"
     assert container["image"] == "controller:latest"
-    assert container["args"] == ["run", "--leader-elect", "--bind-address=0.0.0.0", "--log-format=json"]
+    assert container["args"] == [
+        "run",
+        "--leader-elect",
+        "--bind-address=0.0.0.0",
+        "--metrics-secure",
+        "--log-format=json",
+    ]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"metrics": 8080, "health": 8081}
     # Alive (every loop running) is not ready (caches synced): a long start-up is not killed.
