@@ -28,6 +28,16 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
+.PHONY: lock
+lock: setup ## Write requirements/*.txt, the images' dependencies with their hashes, from pyproject.toml (pip-tools).
+	for image in operator worker; do \
+	  extra=$$( [ $$image = worker ] && echo --extra=worker ); \
+	  $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+	    --no-emit-find-links $$extra --output-file requirements/$$image.txt pyproject.toml; \
+	done
+	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+	  --no-emit-find-links --all-build-deps --only-build-deps --output-file requirements/build.txt pyproject.toml
+
 .PHONY: setup
 setup: $(BIN)/.installed ## Create .venv with the operator and its dev tools.
 

@@ -1,6 +1,9 @@
 # The test worker: a stand-in AI model worker that reports errors on request.
 # Build from the repository root:  docker build -f worker/test-worker.Dockerfile -t aimodel-test-worker .
-FROM python:3.11-slim
+# The base image by digest (the tag is for readers): a rebuild gets the same bytes. To move it,
+# read the tag's current digest (`docker buildx imagetools inspect python:3.11-slim`) and replace
+# it in the three Dockerfiles at once (a unit test holds them equal).
+FROM python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

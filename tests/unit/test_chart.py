@@ -175,6 +175,14 @@ def test_metrics_are_secure_by_default_and_the_scraper_is_told_how(helm, default
     assert "scheme" not in endpoint
 
 
+def test_the_image_can_be_pinned_by_digest(helm, default):
+    [container] = _manager(default)["containers"]
+    assert container["image"] == "aimodel-operator:0.1.0"
+    digest = "sha256:" + "ab" * 32
+    [container] = _manager(render(helm, f"image.digest={digest}", "image.tag=ignored"))["containers"]
+    assert container["image"] == f"aimodel-operator@{digest}"
+
+
 def test_admission_policy_equals_config_policy(default):
     config_policy, config_binding = _config("config/policy/fence.yaml")
     policy = _one(default, "ValidatingAdmissionPolicy", f"{PREFIX}fence")
@@ -326,6 +334,7 @@ def test_another_release_name_prefixes_every_name(helm):
         (["image.pullPolicy=Sometimes"], "pullPolicy"),
         (["metrics.port=8081"], "port"),
         (["imagez.tag=x"], "imagez"),
+        (["image.digest=latest"], "digest"),
         (["resources.limits.memory=lots"], "memory"),
         (["workers=0"], "workers"),
         (["answerEndpoints={gw.uplion:8080}"], "answerEndpoints"),

@@ -8,9 +8,11 @@ does, which needs the package index reachable through pip.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
+import tomllib
 import venv
 from pathlib import Path
 from typing import Any
@@ -343,7 +345,8 @@ def test_dockerfile_passes_hadolint(dockerfile: str) -> None:
 
 
 def test_dockerfile_install_steps_give_a_working_cli(tmp_path: Path) -> None:
-    """The Dockerfile's builder stage, without Docker: the same files, a fresh venv, `pip install .`."""
+    """The Dockerfile's builder stage, without Docker: the same files, a fresh venv, the dependencies
+    from the lock files with --require-hashes, then the package alone without build isolation."""
     context = tmp_path / "context"
     context.mkdir()
     # Exactly what the Dockerfile copies before `pip install`: a file the build needs but the image lacks fails here.
@@ -351,18 +354,20 @@ def test_dockerfile_install_steps_give_a_working_cli(tmp_path: Path) -> None:
         assert (REPO / name).is_file(), f"{name} is missing: the Dockerfile copies it and the package build reads it"
         shutil.copy2(REPO / name, context)
     shutil.copytree(REPO / "src", context / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "--require-hashes -r requirements/operator.txt -r requirements/build.txt" in dockerfile
+    assert "pip install --no-cache-dir --no-deps --no-build-isolation ." in dockerfile
 
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
     bin_dir = env_dir / "bin"
-    pip = subprocess.run(
-        [str(bin_dir / "pip"), "install", "--quiet", "--disable-pip-version-check", str(context)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert pip.returncode == 0, pip.stdout + pip.stderr
+    pip = [str(bin_dir / "pip"), "install", "--quiet", "--disable-pip-version-check"]
+    for step in (
+        ["--require-hashes", "-r", str(REPO / "requirements/operator.txt"), "-r", str(REPO / "requirements/build.txt")],
+        ["--no-deps", "--no-build-isolation", str(context)],
+    ):
+        done = subprocess.run([*pip, *step], capture_output=True, text=True, timeout=300, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
 
     cli = str(bin_dir / "aimodel-operator")
     crd = subprocess.run([cli, "crd"], capture_output=True, text=True, timeout=60, check=False)
@@ -375,3 +380,47 @@ def test_dockerfile_install_steps_give_a_working_cli(tmp_path: Path) -> None:
         [str(bin_dir / "aimodel-report"), "--help"], capture_output=True, text=True, timeout=60, check=False
     )
     assert report.returncode == 0, report.stderr
+
+
+def _locked(path: str) -> dict[str, tuple[str, int]]:
+    """name -> (version, number of hashes) of a pip-compile lock file."""
+    found: dict[str, tuple[str, int]] = {}
+    name = ""
+    for line in (REPO / path).read_text().splitlines():
+        if line and not line[0].isspace() and not line.startswith("#"):
+            name, _, version = line.split(" ")[0].partition("==")
+            assert version, f"{path}: {line!r} is not pinned"
+            found[name.lower()] = (version, 0)
+        elif "--hash=sha256:" in line:
+            version, hashes = found[name.lower()]
+            found[name.lower()] = (version, hashes + 1)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("lock", "extras"), [("requirements/operator.txt", ()), ("requirements/worker.txt", ("worker",))]
+)
+def test_lock_files_hold_the_pyproject_pins_with_hashes(lock: str, extras: tuple[str, ...]) -> None:
+    """What the images install is what pyproject.toml pins (run `make lock` after changing a pin),
+    every package with its hashes."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = list(project["dependencies"]) + [d for e in extras for d in project["optional-dependencies"][e]]
+    locked = _locked(lock)
+    for requirement in wanted:
+        name, _, version = requirement.partition("==")
+        assert locked.get(name.lower().replace("_", "-"), ("", 0))[0] == version, f"{lock}: {requirement}; make lock"
+    assert all(hashes for _, hashes in locked.values()), [n for n, (_, h) in locked.items() if not h]
+    assert all(hashes for _, hashes in _locked("requirements/build.txt").values())
+    assert "setuptools" in _locked("requirements/build.txt")
+
+
+def test_every_base_image_is_pinned_by_one_digest() -> None:
+    bases = {
+        line.split()[1]
+        for name in ("Dockerfile", "worker/Dockerfile", "worker/test-worker.Dockerfile")
+        for line in (REPO / name).read_text().splitlines()
+        if line.startswith("FROM ")
+    }
+    assert len(bases) == 1, bases
+    [base] = bases
+    assert re.fullmatch(r"python:3\.11-slim@sha256:[0-9a-f]{64}", base), base
