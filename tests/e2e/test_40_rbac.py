@@ -266,7 +266,9 @@ def test_the_fence_refuses_the_operator_writes_to_what_is_not_its_own(kubectl, d
     }
     _refused(_as_operator(k, "create", "-f", "-", input=json.dumps(pod_event)))
     k("create", "-f", "-", input=json.dumps({**pod_event, "metadata": {"name": "a-workers-report"}}))
-    _refused(_as_operator(k, "patch", "event", "a-workers-report", "--type=merge", "-p", '{"count":2}'))
+    # (kubectl patch would GET first, which RBAC refuses: an apply is the PATCH alone)
+    report = {**pod_event, "metadata": {"name": "a-workers-report"}, "count": 2}
+    _refused(_as_operator(k, "apply", "--server-side", "-f", "-", input=json.dumps(report)))
     # A Lease of another name in its own namespace (RBAC lets it create any).
     lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "someone-else"}}
     _refused(_as_operator(kubectl.in_namespace(SYSTEM_NS), "create", "-f", "-", input=json.dumps(lease)))
@@ -296,15 +298,29 @@ def test_the_fence_admits_what_the_operator_owns(kubectl, deployed_rbac, k, name
     _refused(_as_operator(k, "label", "secret", "fenced-child", "app.kubernetes.io/managed-by-"))
     deleted = _as_operator(k, "delete", "secret", "fenced-child")
     assert deleted.returncode == 0, deleted.stderr
+    # Its status write is a server-side apply, as the operator's own (kubectl patch would GET first).
+    applied = {**{f: model[f] for f in ("apiVersion", "kind")}, "metadata": {"name": "fenced"}}
     status = _as_operator(
-        k, "patch", "aimodel", "fenced", "--subresource=status", "--type=merge", "-p", '{"status":{"state":"Running"}}'
+        k,
+        "apply",
+        "--server-side",
+        "--subresource=status",
+        "--field-manager=aimodel-operator",
+        "-f",
+        "-",
+        input=json.dumps({**applied, "status": {"state": "Running"}}),
     )
     assert status.returncode == 0, status.stderr
     event = {
         "apiVersion": "v1",
         "kind": "Event",
         "metadata": {"name": "fenced.1"},
-        "involvedObject": {"apiVersion": "model.youxam.com/v1alpha1", "kind": "AIModel", "name": "fenced"},
+        "involvedObject": {
+            "apiVersion": "model.youxam.com/v1alpha1",
+            "kind": "AIModel",
+            "name": "fenced",
+            "namespace": namespace,
+        },
         "reason": "R",
         "message": "m",
         "source": {"component": "aimodel-operator"},
