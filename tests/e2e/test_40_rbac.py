@@ -296,6 +296,13 @@ def test_the_fence_admits_what_the_operator_owns(kubectl, deployed_rbac, k, name
     assert patched.returncode == 0, patched.stderr
     # Giving a child away (dropping the label) is an edit the result of which is no longer its own.
     _refused(_as_operator(k, "label", "secret", "fenced-child", "app.kubernetes.io/managed-by-"))
+    # A child whose label someone else removed is still controlled by its AIModel: labelling it
+    # again (the operator restoring its child) passes, with an apply as the operator writes.
+    k("label", "secret", "fenced-child", "app.kubernetes.io/managed-by-")
+    relabelled = _as_operator(
+        k, "apply", "--server-side", "--field-manager=aimodel-operator", "-f", "-", input=json.dumps(child)
+    )
+    assert relabelled.returncode == 0, relabelled.stderr
     deleted = _as_operator(k, "delete", "secret", "fenced-child")
     assert deleted.returncode == 0, deleted.stderr
     # Its status write is a server-side apply, as the operator's own (kubectl patch would GET first).

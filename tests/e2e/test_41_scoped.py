@@ -7,6 +7,7 @@ import json
 import uuid
 
 import pytest
+import yaml
 
 from kube_helpers import REPO, OperatorProcess, wait_for
 
@@ -41,11 +42,22 @@ def scoped_rbac(kubectl, crds_installed, namespace, other_namespaces):
     # The operator's namespace of an earlier test (config/default) may still be terminating.
     wait_for("aimodel-operator-system to be gone", lambda: kubectl.get("namespace", SYSTEM_NS) is None, timeout=120)
     rendered = kubectl("kustomize", str(REPO / "config" / "scoped"))
-    assert "kind: ClusterRoleBinding" not in rendered
+    # One cluster-wide grant only: creating TokenReviews and SubjectAccessReviews, which the secure
+    # /metrics needs (both are cluster-scoped) and which read nothing of any namespace.
+    docs = [d for d in yaml.safe_load_all(rendered) if d]
+    bindings = [d for d in docs if d["kind"] == "ClusterRoleBinding"]
+    assert [b["roleRef"]["name"] for b in bindings] == ["aimodel-operator-metrics-auth-role"]
+    (auth_role,) = [d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "aimodel-operator-metrics-auth-role"]
+    assert sorted((g, r, tuple(rule["verbs"])) for rule in auth_role["rules"] for g in rule["apiGroups"] for r in rule["resources"]) == [
+        ("authentication.k8s.io", "tokenreviews", ("create",)),
+        ("authorization.k8s.io", "subjectaccessreviews", ("create",)),
+    ]
     rendered = rendered.replace("team-a", namespace).replace("team-b", other_namespaces[0])
     kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=rendered)
     yield
     kubectl("delete", "clusterrole", "aimodel-operator-manager-role", "--ignore-not-found")
+    kubectl("delete", "clusterrolebinding", "aimodel-operator-metrics-auth-rolebinding", "--ignore-not-found")
+    kubectl("delete", "clusterrole", "aimodel-operator-metrics-auth-role", "--ignore-not-found")
     # Gone before the next test installs the operator there again.
     kubectl("delete", "namespace", SYSTEM_NS, "--ignore-not-found", "--timeout=120s")
 

@@ -257,7 +257,11 @@ def test_scoped_install_grants_nothing_outside_its_namespaces(helm, kubectl, nam
             "--set",
             "replicaCount=1",
         )
-        assert kubectl("get", "clusterrolebindings", "-l", INSTANCE, "-o", "name").strip() == ""
+        # One cluster-wide grant only: creating TokenReviews and SubjectAccessReviews for the secure
+        # /metrics (both cluster-scoped, reading nothing of any namespace).
+        assert kubectl("get", "clusterrolebindings", "-l", INSTANCE, "-o", "name").split() == [
+            f"clusterrolebinding.rbac.authorization.k8s.io/{FULLNAME}-metrics-auth-rolebinding"
+        ]
         env = {
             e["name"]: e.get("value")
             for e in kubectl.in_namespace(release_ns).get("deployment", f"{FULLNAME}-controller-manager")["spec"][
@@ -276,6 +280,9 @@ def test_scoped_install_grants_nothing_outside_its_namespaces(helm, kubectl, nam
             ("update", "leases.coordination.k8s.io/aimodel-operator-leader", release_ns, "yes"),
             # Its own Lease only (resourceNames), not every Lease of the namespace.
             ("update", "leases.coordination.k8s.io/another-lease", release_ns, "no"),
+            ("create", "tokenreviews.authentication.k8s.io", None, "yes"),
+            ("create", "subjectaccessreviews.authorization.k8s.io", None, "yes"),
+            ("list", "namespaces", None, "no"),
         ]:
             cmd = ["auth", "can-i", verb, resource, f"--as={who}"]
             cmd += ["-n", where] if where else ["--all-namespaces"]
