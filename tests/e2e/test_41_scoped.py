@@ -47,8 +47,12 @@ def scoped_rbac(kubectl, crds_installed, namespace, other_namespaces):
     docs = [d for d in yaml.safe_load_all(rendered) if d]
     bindings = [d for d in docs if d["kind"] == "ClusterRoleBinding"]
     assert [b["roleRef"]["name"] for b in bindings] == ["aimodel-operator-metrics-auth-role"]
-    (auth_role,) = [d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "aimodel-operator-metrics-auth-role"]
-    assert sorted((g, r, tuple(rule["verbs"])) for rule in auth_role["rules"] for g in rule["apiGroups"] for r in rule["resources"]) == [
+    auth = "aimodel-operator-metrics-auth-role"
+    (role,) = [d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == auth]
+    grants = [
+        (g, r, tuple(rule["verbs"])) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+    ]
+    assert sorted(grants) == [
         ("authentication.k8s.io", "tokenreviews", ("create",)),
         ("authorization.k8s.io", "subjectaccessreviews", ("create",)),
     ]
