@@ -14,7 +14,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN useradd --no-log-init --uid 10001 --user-group --create-home worker
 
 WORKDIR /app
-# Standard library only: copying the SDK is all the installing it needs.
+# Standard library only: copying the SDK and the contract it shares with the operator is all the
+# installing it needs.
+COPY src/aimodel_contract /app/aimodel_contract
 COPY src/aimodel_worker /app/aimodel_worker
 COPY worker/test_worker.py /app/test_worker.py
 

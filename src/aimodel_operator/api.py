@@ -12,10 +12,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-GROUP = "model.youxam.com"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
-KIND = "AIModel"
+import aimodel_contract as contract
+
+# The names workers know too live in the contract; the resource's own below.
+GROUP = contract.GROUP
+VERSION = contract.VERSION
+API_VERSION = contract.API_VERSION
+KIND = contract.KIND
 PLURAL = "aimodels"
 SINGULAR = "aimodel"
 
@@ -24,7 +27,7 @@ SINGULAR = "aimodel"
 MAX_NAME_LENGTH = 63 - len("-scaledobject")
 
 DEFAULT_REPLICAS = 1
-DEFAULT_MAX_PROCESS_NUM = 128
+DEFAULT_MAX_PROCESS_NUM = contract.DEFAULT_MAX_PROCESS_NUM
 DEFAULT_API_KEY_SECRET_KEY = "apiKey"
 KEDA_DEFAULT_MAX_REPLICAS = 100
 # KEDA's and the HPA's own defaults, applied by them when the AIModel leaves a knob unset.
@@ -46,16 +49,6 @@ class ModelType(StrEnum):
 class State(StrEnum):
     RUNNING = "Running"
     FAILED = "Failed"
-
-
-class ErrorReason(StrEnum):
-    """The reasons a worker may report; any other reason is not a worker error."""
-
-    CONFIGURATION = "ConfigurationError"
-    AUTHENTICATION = "AuthenticationError"
-    MESSAGE_QUEUE_CONNECTION = "MessageQueueConnectionError"
-    API_QUOTA_EXCEEDED = "APIQuotaExceededError"
-    GENERAL = "GeneralError"
 
 
 @dataclass(frozen=True)

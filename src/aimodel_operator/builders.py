@@ -14,18 +14,20 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from . import api
-from .settings import FIELD_MANAGER, Settings
+import aimodel_contract as contract
+from aimodel_contract import Env
 
-Manifest = dict[str, Any]
+from . import api
+from .objects import Manifest
+from .settings import FIELD_MANAGER, Settings
 
 LABEL_MODEL = f"{api.GROUP}/aimodel"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 ANNOTATION_HASH = f"{api.GROUP}/desired-hash"
 ANNOTATION_SECRET_HASH = f"{api.GROUP}/secret-hash"
 WORKER_CONTAINER = "worker"
-SECRET_API_KEY = "API_KEY"
-SECRET_PULSAR_TOKEN = "PULSAR_TOKEN"
+SECRET_API_KEY = Env.API_KEY
+SECRET_PULSAR_TOKEN = Env.PULSAR_TOKEN
 
 KEDA_API_VERSION = "keda.sh/v1alpha1"
 
@@ -52,14 +54,6 @@ def scaled_object_name(name: str) -> str:
 
 def trigger_auth_name(name: str) -> str:
     return f"{name}-pulsar-auth"
-
-
-def topic(model: str) -> str:
-    return f"persistent://public/default/model-{model}"
-
-
-def subscription(model: str) -> str:
-    return f"model-{model}-subscription"
 
 
 @dataclass(frozen=True)
@@ -184,32 +178,32 @@ def worker_env(model: Manifest, settings: Settings) -> list[dict[str, Any]]:
     own_secret = secret_name(meta["name"])
     ref = spec.get("apiKeySecretRef")
     if ref:
-        api_key = _secret_env("API_KEY", ref["name"], ref.get("key", api.DEFAULT_API_KEY_SECRET_KEY))
+        api_key = _secret_env(Env.API_KEY, ref["name"], ref.get("key", api.DEFAULT_API_KEY_SECRET_KEY))
     elif spec.get("apiKey"):
-        api_key = _secret_env("API_KEY", own_secret, SECRET_API_KEY)
+        api_key = _secret_env(Env.API_KEY, own_secret, SECRET_API_KEY)
     else:
-        api_key = _env("API_KEY", "")
+        api_key = _env(Env.API_KEY, "")
     pulsar_token = (
-        _secret_env("PULSAR_TOKEN", own_secret, SECRET_PULSAR_TOKEN)
+        _secret_env(Env.PULSAR_TOKEN, own_secret, SECRET_PULSAR_TOKEN)
         if settings.pulsar_token
-        else _env("PULSAR_TOKEN", "")
+        else _env(Env.PULSAR_TOKEN, "")
     )
     # Only when configured: an operator without it keeps the pod template it always had.
-    answers = [_env("ANSWER_ENDPOINTS", settings.answer_endpoints)] if settings.answer_endpoints else []
+    answers = [_env(Env.ANSWER_ENDPOINTS, settings.answer_endpoints)] if settings.answer_endpoints else []
     return [
-        _env("NODE_TYPE", spec["type"]),
-        _env("MODEL_NAME", spec["model"]),
-        _env("API_URL", spec.get("baseURL", "")),
+        _env(Env.NODE_TYPE, spec["type"]),
+        _env(Env.MODEL_NAME, spec["model"]),
+        _env(Env.API_URL, spec.get("baseURL", "")),
         api_key,
-        _env("MAX_PROCESS_NUM", str(spec["maxProcessNum"])),
-        _env("AIMODEL_NAME", meta["name"]),
-        _env("AIMODEL_NAMESPACE", meta["namespace"]),
-        _env("PULSAR_URL", settings.pulsar_url),
+        _env(Env.MAX_PROCESS_NUM, str(spec["maxProcessNum"])),
+        _env(Env.AIMODEL_NAME, meta["name"]),
+        _env(Env.AIMODEL_NAMESPACE, meta["namespace"]),
+        _env(Env.PULSAR_URL, settings.pulsar_url),
         pulsar_token,
-        _env("RES_TOPIC_NAME", settings.res_topic_name),
+        _env(Env.RES_TOPIC_NAME, settings.res_topic_name),
         *answers,
         # The pod name lets a worker name itself as the reporting instance of its events.
-        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": Env.POD_NAME, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
     ]
 
 
@@ -268,8 +262,8 @@ def scaled_object(model: Manifest, settings: Settings) -> Manifest:
         "type": "pulsar",
         "metadata": {
             "adminURL": settings.pulsar_admin_url,
-            "topic": topic(spec["model"]),
-            "subscription": subscription(spec["model"]),
+            "topic": contract.topic(spec["model"]),
+            "subscription": contract.subscription(spec["model"]),
             "msgBacklogThreshold": str(spec["msgBacklogThreshold"]),
         },
     }

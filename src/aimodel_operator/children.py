@@ -31,9 +31,9 @@ import logging
 from dataclasses import dataclass, field
 
 from . import builders, diff
-from .builders import Manifest
-from .informer import Informer, controller_uid, deep_get
+from .informer import Informer
 from .kube import ApiError, Kube
+from .objects import Manifest, aimodel_controller, is_controlled_by
 
 log = logging.getLogger(__name__)
 
@@ -96,12 +96,11 @@ def conflict_message(kind: str, name: str) -> str:
 def judge(model: Manifest, obj: Manifest) -> None:
     """Raise unless ``obj`` is controlled by ``model``."""
     meta = model["metadata"]
-    owner = controller_uid(obj)
-    if owner == meta["uid"]:
+    if is_controlled_by(obj, meta["uid"]):
         return
-    for ref in deep_get(obj, "metadata", "ownerReferences", default=[]) or []:
-        if ref.get("controller") and ref.get("kind") == "AIModel" and ref.get("name") == meta["name"]:
-            raise ChildPending(f"{obj.get('kind')} {obj['metadata']['name']} still belongs to a deleted AIModel")
+    ref = aimodel_controller(obj)
+    if ref is not None and ref.get("name") == meta["name"]:
+        raise ChildPending(f"{obj.get('kind')} {obj['metadata']['name']} still belongs to a deleted AIModel")
     raise ChildConflict(conflict_message(obj.get("kind", "object"), obj["metadata"]["name"]))
 
 
@@ -239,7 +238,7 @@ class ChildApplier:
                 continue
             informer = self.informers[kind]
             obj = informer.get(ns, name)
-            if obj is None or controller_uid(obj) != meta["uid"]:
+            if not is_controlled_by(obj, meta["uid"]):
                 continue
             if await self.kube.delete(informer.resource, ns, name, uid=obj["metadata"]["uid"]):
                 removed.append(f"{kind} {name}")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import api, builders
-from .builders import Manifest
+from .objects import Manifest
 from .status import AUTOSCALING, READY, WORKERS, WORKERS_STARTING, Condition
 
 # Ready reasons that mean the operator found something wrong with the AIModel or its children.

@@ -19,9 +19,9 @@ from typing import Any
 from . import builders, conditions, metrics
 from . import status as status_mod
 from .api import DEFAULT_API_KEY_SECRET_KEY
-from .builders import Capabilities, Manifest
+from .builders import Capabilities
 from .children import ChildApplier
-from .informer import Informer, Key, owner_key, strip
+from .informer import Informer, strip
 from .intake import FIELD_SELECTOR, Intake, tiny
 from .kube import (
     DEPLOYMENTS,
@@ -39,6 +39,7 @@ from .kube import (
     NotLeading,
     Resource,
 )
+from .objects import Key, Manifest, is_controlled_by, owner_key
 from .recorder import Recorder
 from .refs import SecretRefs
 from .scoped import Scoped
@@ -514,7 +515,7 @@ class Controller:
         they keep running on the key they have: new pods could not start, so none are rolled."""
         meta = model["metadata"]
         current = self.children[DEPLOYMENTS.kind].get(meta["namespace"], builders.deployment_name(meta["name"]))
-        if current is None or not _ours(current, meta["uid"]):
+        if current is None or not is_controlled_by(current, meta["uid"]):
             return None
         annotations = (current["spec"]["template"].get("metadata") or {}).get("annotations") or {}
         return annotations.get(builders.ANNOTATION_SECRET_HASH)
@@ -538,7 +539,7 @@ class Controller:
     async def _write_status(self, key: Key, model: Manifest, problem: status_mod.Condition | None) -> None:
         meta = model["metadata"]
         deployment = self.children[DEPLOYMENTS.kind].get(meta["namespace"], builders.deployment_name(meta["name"]))
-        if deployment is not None and not _ours(deployment, meta["uid"]):
+        if deployment is not None and not is_controlled_by(deployment, meta["uid"]):
             deployment = None
         scaled = self.children[SCALED_OBJECTS.kind].get(meta["namespace"], builders.scaled_object_name(meta["name"]))
         autoscaling = conditions.autoscaling(model, self.caps.keda, self.settings.pulsar_admin_url, scaled)
@@ -601,7 +602,3 @@ class Controller:
     ) -> None:
         for note in conditions.announcements(before, after, troubled):
             self.recorder.event(model, note.type, note.reason, note.message)
-
-
-def _ours(obj: Manifest, uid: str) -> bool:
-    return any(r.get("uid") == uid and r.get("controller") for r in obj["metadata"].get("ownerReferences") or [])

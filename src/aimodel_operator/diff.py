@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .builders import ANNOTATION_HASH, Manifest
+from .builders import ANNOTATION_HASH
+from .objects import Manifest
 
 # Lists the API server merges by a key (server-side apply list maps) in the
 # children we write: items other managers add are theirs, not drift. Every

@@ -13,14 +13,13 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
 
-from .kube import ApiError, Kube, Manifest, Resource, WatchIdle, describe, sleep_backoff
+from .kube import ApiError, Kube, Resource, WatchIdle, describe, sleep_backoff
+from .objects import Key, Manifest, key_of
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[str, Manifest], None]
-Key = tuple[str, str]
 
 # How many times in a row discovery must say that an optional kind is gone
 # (at ``absent_retry`` intervals) before a kind that was served is taken as uninstalled.
@@ -40,11 +39,6 @@ def strip(obj: Manifest) -> Manifest:
     meta = obj.get("metadata", {})
     meta.pop("managedFields", None)
     return obj
-
-
-def key_of(obj: Manifest) -> Key:
-    meta = obj["metadata"]
-    return meta.get("namespace", ""), meta["name"]
 
 
 class Informer:
@@ -319,27 +313,3 @@ class Informer:
             finally:
                 # Not current from the moment a watch ends until the next one has answered.
                 self.current.clear()
-
-
-def owner_key(obj: Manifest, kind: str = "AIModel") -> Key | None:
-    meta = obj.get("metadata", {})
-    for ref in meta.get("ownerReferences") or []:
-        if ref.get("kind") == kind and ref.get("controller"):
-            return meta.get("namespace", ""), ref["name"]
-    return None
-
-
-def controller_uid(obj: Manifest | None) -> str | None:
-    """The uid of the object's controller (its controlling owner reference), if any."""
-    for ref in ((obj or {}).get("metadata") or {}).get("ownerReferences") or []:
-        if ref.get("controller"):
-            return ref.get("uid")
-    return None
-
-
-def deep_get(obj: Any, *path: str, default: Any = None) -> Any:
-    for part in path:
-        if not isinstance(obj, dict) or part not in obj:
-            return default
-        obj = obj[part]
-    return obj

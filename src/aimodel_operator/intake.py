@@ -6,19 +6,20 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable
 
+from aimodel_contract import Reason
+
 from . import api, metrics
-from .builders import Manifest
 from .informer import rv_int
+from .objects import Key, Manifest
 from .settings import COMPONENT
 from .status import Report, bound
-from .workqueue import Key
 
 log = logging.getLogger(__name__)
 
 
 # Ask the API server only for what can be a worker report.
 FIELD_SELECTOR = f"involvedObject.kind={api.KIND},type=Warning"
-REASONS = frozenset(r.value for r in api.ErrorReason)
+REASONS = frozenset(r.value for r in Reason)
 
 
 def _from_operator(event: Manifest) -> bool:

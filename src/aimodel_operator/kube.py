@@ -21,15 +21,15 @@ from urllib.parse import quote
 
 import aiohttp
 
+from aimodel_contract import backoff
 from aimodel_worker.credentials import Credentials, load_credentials
 from aimodel_worker.errors import ConfigError
 
 from . import metrics
+from .objects import Manifest
 from .settings import FIELD_MANAGER
 
 log = logging.getLogger(__name__)
-
-Manifest = dict[str, Any]
 
 
 class ApiError(Exception):
@@ -509,4 +509,6 @@ class WatchIdle(Exception):
 
 
 async def sleep_backoff(attempt: int, base: float = 0.2, cap: float = 30.0) -> None:
-    await asyncio.sleep(min(cap, base * (2 ** min(attempt, 10))))
+    # Jittered: the informers of one operator that fail together (an API server restart) do not
+    # retry in lockstep.
+    await asyncio.sleep(backoff.delay(attempt, base, cap))

@@ -8,8 +8,8 @@ import logging
 import secrets
 
 from . import api
-from .builders import Manifest
 from .kube import EVENTS, Kube, NotLeading
+from .objects import Manifest
 from .settings import COMPONENT
 from .status import bound, now
 

@@ -15,9 +15,9 @@ import hashlib
 from typing import Protocol
 
 from . import builders
-from .builders import Manifest
-from .informer import Key, rv_int
+from .informer import rv_int
 from .kube import SECRETS, Kube
+from .objects import Key, Manifest
 
 
 class NameCache(Protocol):

@@ -12,7 +12,8 @@ import asyncio
 import itertools
 from collections.abc import Callable, Iterator
 
-from .informer import Informer, Key, Manifest
+from .informer import Informer
+from .objects import Key, Manifest
 
 
 class AllSet:

@@ -5,13 +5,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from aimodel_contract import DEFAULT_PULSAR_URL, DEFAULT_RES_TOPIC_NAME, Env
 from aimodel_worker.runner import endpoints
 
 FIELD_MANAGER = "aimodel-operator"
 COMPONENT = "aimodel-operator"
-
-DEFAULT_PULSAR_URL = "pulsar://localhost:6650"
-DEFAULT_RES_TOPIC_NAME = "res-topic"
 
 
 @dataclass(frozen=True)
@@ -29,8 +27,8 @@ class Settings:
         env = os.environ if env is None else env
         return cls(
             pulsar_admin_url=env.get("PULSAR_ADMIN_URL", ""),
-            pulsar_url=env.get("PULSAR_URL") or DEFAULT_PULSAR_URL,
-            pulsar_token=env.get("PULSAR_TOKEN", ""),
-            res_topic_name=env.get("RES_TOPIC_NAME") or DEFAULT_RES_TOPIC_NAME,
-            answer_endpoints=" ".join(endpoints.parse_list(env.get("ANSWER_ENDPOINTS", ""))),
+            pulsar_url=env.get(Env.PULSAR_URL) or DEFAULT_PULSAR_URL,
+            pulsar_token=env.get(Env.PULSAR_TOKEN, ""),
+            res_topic_name=env.get(Env.RES_TOPIC_NAME) or DEFAULT_RES_TOPIC_NAME,
+            answer_endpoints=" ".join(endpoints.parse_list(env.get(Env.ANSWER_ENDPOINTS, ""))),
         )

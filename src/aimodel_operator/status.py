@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .api import State
-from .builders import Manifest, deployment_name
+from .builders import deployment_name
+from .objects import Manifest
 
 MAX_MESSAGE = 1024
 

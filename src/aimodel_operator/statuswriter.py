@@ -26,9 +26,8 @@ from typing import Any
 
 from . import api
 from . import status as status_mod
-from .builders import Manifest
 from .kube import ApiError, Kube, Resource
-from .workqueue import Key
+from .objects import Key, Manifest
 
 log = logging.getLogger(__name__)
 

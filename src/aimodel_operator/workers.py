@@ -14,7 +14,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from .builders import LABEL_MODEL, WORKER_CONTAINER, Manifest
+from .builders import LABEL_MODEL, WORKER_CONTAINER
+from .objects import Manifest, controller_of
 from .status import WORKERS, WORKERS_STARTING, Condition, bound
 
 STARTING = WORKERS_STARTING
@@ -64,7 +65,7 @@ def keep_pod(obj: Manifest) -> Manifest:
     the informer does not wake the model for a change that does not matter to it.
     """
     meta = obj["metadata"]
-    owner = next((o.get("name", "") for o in meta.get("ownerReferences") or [] if o.get("controller")), "")
+    owner = (controller_of(obj) or {}).get("name", "")
     status = obj.get("status") or {}
     conds = {c.get("type"): c for c in status.get("conditions") or []}
     kept: dict[str, Any] = {

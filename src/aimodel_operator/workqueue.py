@@ -14,9 +14,10 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from . import metrics
+from aimodel_contract import backoff
 
-Key = tuple[str, str]
+from . import metrics
+from .objects import Key
 
 
 class WorkQueue:
@@ -97,7 +98,7 @@ class WorkQueue:
         """Re-queue after a failure; the delay doubles with each failure in a row. Returns the delay."""
         attempt = self._failures.get(key, 0)
         self._failures[key] = attempt + 1
-        delay = min(max_delay or self.max_delay, self.base_delay * 2 ** min(attempt, 30))
+        delay = backoff.delay(attempt, self.base_delay, max_delay or self.max_delay, jitter=0)
         self.add_after(key, delay)
         return delay
 

@@ -3,13 +3,14 @@
 import email.utils
 import http.client
 import json
-import random
 import ssl
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime
+
+from aimodel_contract import backoff
 
 from .credentials import Credentials
 from .errors import ApiError, PermissionDenied, ReportError
@@ -141,7 +142,7 @@ class ApiClient:
 
     def _backoff(self, attempt: int) -> float:
         # Jitter spreads out the retries of many worker replicas failing at once.
-        return self.backoff * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
+        return backoff.delay(attempt - 1, self.backoff, float("inf"))
 
 
 def _denied(method: str, path: str, status: int, message: str) -> str:

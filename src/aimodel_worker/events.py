@@ -4,9 +4,8 @@ import re
 import secrets
 from datetime import UTC, datetime
 
-from .reasons import Reason
+from aimodel_contract import API_VERSION, Reason
 
-AIMODEL_API_VERSION = "model.youxam.com/v1alpha1"
 DEFAULT_COMPONENT = "aimodel-worker"
 MAX_MESSAGE_LENGTH = 1024
 # reportingInstance is limited to 128 characters by the API server's event validation.
@@ -64,7 +63,7 @@ def build_event(
         "kind": "Event",
         "metadata": {"name": event_name or new_event_name(aimodel_name), "namespace": namespace},
         "involvedObject": {
-            "apiVersion": AIMODEL_API_VERSION,
+            "apiVersion": API_VERSION,
             "kind": "AIModel",
             "name": aimodel_name,
             "namespace": namespace,

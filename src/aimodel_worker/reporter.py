@@ -8,6 +8,8 @@ import urllib.parse
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 
+from aimodel_contract import Env
+
 from .apiclient import ApiClient
 from .credentials import Credentials, load_credentials
 from .errors import ApiError, ConfigError
@@ -88,15 +90,15 @@ class Reporter:
         if termination_log is None:
             termination_log = env.get("TERMINATION_LOG", DEFAULT_TERMINATION_LOG)
         self.termination_log = termination_log
-        self.name = name or _required(env, "AIMODEL_NAME")
-        self.namespace = namespace or _required(env, "AIMODEL_NAMESPACE")
+        self.name = name or _required(env, Env.AIMODEL_NAME)
+        self.namespace = namespace or _required(env, Env.AIMODEL_NAMESPACE)
         if not is_dns_subdomain(self.name):
             raise ConfigError(f"AIModel name {self.name!r} is not a valid Kubernetes object name")
         self.component = component
-        self.instance = instance or env.get("POD_NAME") or env.get("HOSTNAME") or None
+        self.instance = instance or env.get(Env.POD_NAME) or env.get("HOSTNAME") or None
         self.host = host or env.get("NODE_NAME") or None
         # The reporting pod is named on the event, so the operator can ignore pods a rollout replaces.
-        self.pod = pod or env.get("POD_NAME") or None
+        self.pod = pod or env.get(Env.POD_NAME) or None
         if server:
             credentials = Credentials(server=server.rstrip("/"), token=token, ca_file=ca_file, insecure=insecure)
         self._api = ApiClient(

@@ -112,8 +112,6 @@ def test_names():
     assert builders.role_name("ai-model-sample") == "ai-model-sample-worker-events"
     assert builders.secret_name("ai-model-sample") == "ai-model-sample-worker-secrets"
     assert builders.trigger_auth_name("ai-model-sample") == "ai-model-sample-pulsar-auth"
-    assert builders.topic("TinyLlama-1.1B") == "persistent://public/default/model-TinyLlama-1.1B"
-    assert builders.subscription("TinyLlama-1.1B") == "model-TinyLlama-1.1B-subscription"
 
 
 @pytest.mark.parametrize(

@@ -278,13 +278,6 @@ def test_reasons():
     ]
 
 
-def test_worker_sdk_and_operator_agree_on_the_reasons():
-    from aimodel_operator import api
-    from aimodel_worker import Reason
-
-    assert {r.value for r in Reason} == {r.value for r in api.ErrorReason}
-
-
 def test_reports_on_unknown_models_are_bounded(monkeypatch):
     monkeypatch.setattr(intake, "MAX_UNKNOWN_MODELS", 3)
     i = Intake(Recorder(), known=lambda key: key == KEY)

@@ -6,11 +6,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import aimodel_contract as contract
+from aimodel_contract import Env
+
 from . import endpoints, protocol
 
 # Where a NODE_TYPE=local worker finds its model server (llamafile and llama.cpp's default port).
 DEFAULT_LOCAL_API_URL = "http://127.0.0.1:8080"
-DEFAULT_MAX_PROCESS_NUM = 128
 # A message larger than this is not parsed (Pulsar's own default limit is 5 MiB).
 DEFAULT_MAX_MESSAGE_BYTES = 4 << 20
 # A message handed back this many times more goes to the dead-letter topic model-<model>-DLQ.
@@ -44,20 +46,20 @@ class WorkerSettings:
 
     @property
     def topic(self) -> str:
-        return f"persistent://public/default/model-{self.model_name}"
+        return contract.topic(self.model_name)
 
     @property
     def subscription(self) -> str:
-        return f"model-{self.model_name}-subscription"
+        return contract.subscription(self.model_name)
 
     @property
     def dead_letter_topic(self) -> str:
-        return f"persistent://public/default/model-{self.model_name}-DLQ"
+        return contract.dead_letter_topic(self.model_name)
 
     @property
     def dead_letter_subscription(self) -> str:
         """Created with the dead-letter topic so that what lands there is kept until read."""
-        return f"model-{self.model_name}-DLQ-subscription"
+        return contract.dead_letter_subscription(self.model_name)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerSettings:
@@ -81,35 +83,35 @@ class WorkerSettings:
                 raise SettingsError(f"{name}={raw!r} must be at least {minimum:g}")
             return value
 
-        node_type = env.get("NODE_TYPE", "remote").strip() or "remote"
+        node_type = env.get(Env.NODE_TYPE, "remote").strip() or "remote"
         if node_type not in ("local", "remote"):
             raise SettingsError(f"NODE_TYPE={node_type!r} must be local or remote")
         if node_type == "remote":
-            base = required("API_URL")
+            base = required(Env.API_URL)
         else:
             base = env.get("LOCAL_API_URL", "").strip() or DEFAULT_LOCAL_API_URL
         if not base.startswith(("http://", "https://")):
             variable = "API_URL" if node_type == "remote" else "LOCAL_API_URL"
             raise SettingsError(f"{variable}={endpoints.redact(base)!r} is not an http(s) URL")
-        api_key = env.get("API_KEY", "")
+        api_key = env.get(Env.API_KEY, "")
         if api_key and "@" in base.split("://", 1)[1].split("/", 1)[0]:
             raise SettingsError("API_URL carries user:password@ and API_KEY is set too; give the upstream one of them")
-        allowed = endpoints.parse_list(env.get("ANSWER_ENDPOINTS", ""))
+        allowed = endpoints.parse_list(env.get(Env.ANSWER_ENDPOINTS, ""))
         try:
             endpoints.Policy(allowed)
         except endpoints.EndpointRefused as exc:
             raise SettingsError(f"ANSWER_ENDPOINTS: {exc}") from None
         return cls(
-            model_name=required("MODEL_NAME"),
+            model_name=required(Env.MODEL_NAME),
             node_type=node_type,
             chat_url=protocol.chat_url(base),
             api_key=api_key,
-            max_process_num=int(number("MAX_PROCESS_NUM", DEFAULT_MAX_PROCESS_NUM, 1)),
-            pulsar_url=env.get("PULSAR_URL", "").strip() or "pulsar://localhost:6650",
-            pulsar_token=env.get("PULSAR_TOKEN", ""),
-            res_topic=env.get("RES_TOPIC_NAME", "").strip() or "res-topic",
-            aimodel_name=env.get("AIMODEL_NAME", ""),
-            aimodel_namespace=env.get("AIMODEL_NAMESPACE", ""),
+            max_process_num=int(number(Env.MAX_PROCESS_NUM, contract.DEFAULT_MAX_PROCESS_NUM, 1)),
+            pulsar_url=env.get(Env.PULSAR_URL, "").strip() or contract.DEFAULT_PULSAR_URL,
+            pulsar_token=env.get(Env.PULSAR_TOKEN, ""),
+            res_topic=env.get(Env.RES_TOPIC_NAME, "").strip() or contract.DEFAULT_RES_TOPIC_NAME,
+            aimodel_name=env.get(Env.AIMODEL_NAME, ""),
+            aimodel_namespace=env.get(Env.AIMODEL_NAMESPACE, ""),
             upstream_timeout=number("UPSTREAM_TIMEOUT", 600.0, 1),
             shutdown_grace=number("SHUTDOWN_GRACE", 20.0, 0),
             answer_endpoints=tuple(allowed),
