@@ -42,9 +42,10 @@ lock: setup ## Write requirements/*.txt, the images' dependencies with their has
 setup: $(BIN)/.installed ## Create .venv with the operator and its dev tools.
 
 .PHONY: lint
-lint: setup ## Lint and format-check the code (ruff).
+lint: setup ## Lint, format-check and type-check the code (ruff; mypy strict on src/).
 	$(BIN)/ruff check src tests hack
 	$(BIN)/ruff format --check src tests hack
+	$(BIN)/mypy
 
 .PHONY: fmt
 fmt: setup ## Format the code (ruff).

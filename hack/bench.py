@@ -350,7 +350,7 @@ async def floor_reporter(ns: str, res: Resource = AIMODELS) -> None:
         print("watching", flush=True)
 
     while True:
-        async for event in kube.watch(EVENTS, rv, namespace=ns, opened=opened, fieldSelector=FIELD_SELECTOR):
+        async for event in kube.watch(EVENTS, rv, namespace=ns, opened=opened, query={"fieldSelector": FIELD_SELECTOR}):
             obj = event["object"]
             rv = obj["metadata"]["resourceVersion"]
             if event["type"] != "ADDED":

@@ -19,7 +19,8 @@ def delay(attempt: int, base: float, cap: float, jitter: float = 0.5, rng: rando
     """Seconds to wait before retry number ``attempt`` (0 for the first retry)."""
     if not 0 <= jitter < 1:
         raise ValueError(f"jitter {jitter} must be in [0, 1)")
-    plain = min(cap, base * 2 ** min(max(attempt, 0), _MAX_EXPONENT))
+    plain: float = min(cap, base * 2.0 ** min(max(attempt, 0), _MAX_EXPONENT))
     if not jitter:
         return plain
-    return plain * (rng or random).uniform(1 - jitter, 1 + jitter)
+    factor: float = (rng or random).uniform(1 - jitter, 1 + jitter)
+    return plain * factor

@@ -28,12 +28,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import builders, diff
 from .informer import Informer
 from .kube import ApiError, Kube
 from .objects import Manifest, aimodel_controller, is_controlled_by
+from .scoped import Scoped
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +108,7 @@ def judge(model: Manifest, obj: Manifest) -> None:
 
 
 class ChildApplier:
-    def __init__(self, kube: Kube, informers: dict[str, Informer]) -> None:
+    def __init__(self, kube: Kube, informers: Mapping[str, Informer | Scoped]) -> None:
         self.kube = kube
         self.informers = informers
         # (kind, namespace, name) found to be someone else's: read before any write until free.
@@ -113,7 +116,7 @@ class ChildApplier:
 
     async def apply_all(self, model: Manifest, desired: list[Manifest]) -> Outcome:
         """Apply every child that differs, each once its dependencies are in place."""
-        tasks: dict[str, asyncio.Task] = {}
+        tasks: dict[str, asyncio.Task[Any]] = {}
 
         async def one(child: Manifest) -> bool:
             for dep in DEPENDS_ON.get(child["kind"], ()):
@@ -176,13 +179,14 @@ class ChildApplier:
                 return False
             result = await self._apply(desired, cached["metadata"]["uid"], informer)
         else:
-            result = await self._create(model, desired, informer)
-            if result is None:
+            created = await self._create(model, desired, informer)
+            if created is None:
                 return False
+            result = created
         informer.remember(result)
         return True
 
-    async def _apply(self, desired: Manifest, uid: str, informer: Informer) -> Manifest:
+    async def _apply(self, desired: Manifest, uid: str, informer: Informer | Scoped) -> Manifest:
         """Apply over the very object ``uid`` names (forced: it is ours), never over a successor."""
         body = {**desired, "metadata": {**desired["metadata"], "uid": uid}}
         try:
@@ -197,7 +201,7 @@ class ChildApplier:
             raise
         return result
 
-    async def _create(self, model: Manifest, desired: Manifest, informer: Informer) -> Manifest | None:
+    async def _create(self, model: Manifest, desired: Manifest, informer: Informer | Scoped) -> Manifest | None:
         """Create an absent child; if the name is taken, adopt only what this AIModel controls.
 
         Returns what was written, None when the object was ours and already right.
@@ -238,7 +242,7 @@ class ChildApplier:
                 continue
             informer = self.informers[kind]
             obj = informer.get(ns, name)
-            if not is_controlled_by(obj, meta["uid"]):
+            if obj is None or not is_controlled_by(obj, meta["uid"]):
                 continue
             if await self.kube.delete(informer.resource, ns, name, uid=obj["metadata"]["uid"]):
                 removed.append(f"{kind} {name}")

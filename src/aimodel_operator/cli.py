@@ -181,8 +181,9 @@ async def _run(args: argparse.Namespace) -> int:
     starting = asyncio.create_task(controller.start(gate=elector.leading if elector is not None else None))
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait([starting, stopping], return_when=asyncio.FIRST_COMPLETED)
-    if starting.done() and starting.exception() is not None:
-        log.error("start failed: %s", describe(starting.exception()))
+    failed = starting.exception() if starting.done() else None
+    if failed is not None:
+        log.error("start failed: %s", describe(failed))
         exit_code = 1
     else:
         await stop.wait()

@@ -195,9 +195,9 @@ class Controller:
         # resourceVersion then, and the problem its status showed. Until something the children
         # depend on changes (_wake), a report or a pod change only needs the status written.
         self._settled: dict[Key, tuple[str, status_mod.Condition | None]] = {}
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[Any]] = []
         self._gate: asyncio.Event | None = None
-        self._begin_task: asyncio.Task | None = None
+        self._begin_task: asyncio.Task[Any] | None = None
 
     def _informer(
         self, kube: Kube, idle: float | None, res: Resource, handler: Any, transform: Any, **options: Any
@@ -581,7 +581,9 @@ class Controller:
         AIModels, not get (a GET here was refused with 403 under config/default's RBAC).
         """
         live = None
-        async for page in self.kube.list(AIMODELS, limit=1, namespace=key[0], fieldSelector=f"metadata.name={key[1]}"):
+        async for page in self.kube.list(
+            AIMODELS, limit=1, namespace=key[0], query={"fieldSelector": f"metadata.name={key[1]}"}
+        ):
             for item in page.get("items") or []:
                 item.setdefault("apiVersion", AIMODELS.api_version)
                 item.setdefault("kind", AIMODELS.kind)

@@ -30,7 +30,7 @@ def contains(actual: Any, desired: Any, field: str | None = None) -> bool:
             by_key = {i.get(key): i for i in actual if isinstance(i, dict)}
             return all(d[key] in by_key and contains(by_key[d[key]], d) for d in desired)
         return len(actual) == len(desired) and all(contains(a, d) for a, d in zip(actual, desired, strict=True))
-    return actual == desired
+    return bool(actual == desired)
 
 
 def needs_apply(desired: Manifest, actual: Manifest | None) -> bool:

@@ -33,8 +33,15 @@ class HealthServer:
 
     async def start(self) -> None:
         app = web.Application()
-        app.router.add_get("/healthz", lambda _: self._answer(self.alive))
-        app.router.add_get("/readyz", lambda _: self._answer(self.ready))
+
+        async def healthz(_: web.Request) -> web.Response:
+            return self._answer(self.alive)
+
+        async def readyz(_: web.Request) -> web.Response:
+            return self._answer(self.ready)
+
+        app.router.add_get("/healthz", healthz)
+        app.router.add_get("/readyz", readyz)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.host, self.port).start()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from .kube import ApiError, Kube, Resource, WatchIdle, describe, sleep_backoff
 from .objects import Key, Manifest, key_of
@@ -93,7 +93,7 @@ class Informer:
         entry = self.store.get((namespace, name))
         return json.loads(entry[1]) if entry is not None else None
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Key]:
         """The keys of what is cached, as a snapshot (safe while the cache changes)."""
         return iter(list(self.store))
 
@@ -246,7 +246,7 @@ class Informer:
             limit=self.page_size,
             namespace=self.namespace,
             metadata_only=self.metadata_only,
-            **self.selectors,
+            query=self.selectors,
         ):
             rv = page["metadata"]["resourceVersion"]
             for item in page.get("items") or []:
@@ -281,7 +281,7 @@ class Informer:
                     idle=self.idle,
                     opened=self.current.set,
                     metadata_only=self.metadata_only,
-                    **self.selectors,
+                    query=self.selectors,
                 ):
                     kind, obj = event.get("type"), event.get("object") or {}
                     if kind == "ERROR":

@@ -96,8 +96,8 @@ class Intake:
             return
         by_rs[rs] = report
         if len(by_rs) > KEPT_PER_MODEL:
-            oldest = min(by_rs, key=lambda r: by_rs[r].resource_version)
-            del by_rs[oldest]
+            oldest_rs = min(by_rs, key=lambda r: by_rs[r].resource_version)
+            del by_rs[oldest_rs]
         metrics.WORKER_REPORTS.labels(reason=report.reason).inc()
         log.debug("report namespace=%s name=%s reason=%s pod=%s", key[0], key[1], report.reason, report.pod)
         self.on_report(key)

@@ -14,9 +14,9 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import aiohttp
@@ -370,18 +370,19 @@ class Kube:
         query = {"fieldManager": FIELD_MANAGER}
         if force:
             query["force"] = "true"
-        return await self.request("PATCH", path, body=obj, query=query, content_type="application/apply-patch+yaml")
+        applied = await self.request("PATCH", path, body=obj, query=query, content_type="application/apply-patch+yaml")
+        return cast(Manifest, applied)
 
     async def get(self, res: Resource, namespace: str | None, name: str) -> Manifest | None:
         try:
-            return await self.request("GET", res.path(namespace, name))
+            return cast(Manifest, await self.request("GET", res.path(namespace, name)))
         except ApiError as err:
             if err.status == 404:
                 return None
             raise
 
     async def delete(self, res: Resource, namespace: str | None, name: str, uid: str | None = None) -> bool:
-        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+        body: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
         if uid:
             # Only ever delete the exact object we looked at, never a same-named successor.
             body["preconditions"] = {"uid": uid}
@@ -394,7 +395,7 @@ class Kube:
             raise
 
     async def create(self, res: Resource, namespace: str | None, obj: Manifest) -> Manifest:
-        return await self.request("POST", res.path(namespace), body=obj)
+        return cast(Manifest, await self.request("POST", res.path(namespace), body=obj))
 
     async def list(
         self,
@@ -402,7 +403,7 @@ class Kube:
         limit: int = 500,
         namespace: str | None = None,
         metadata_only: bool = False,
-        **query: str,
+        query: Mapping[str, str] | None = None,
     ) -> AsyncIterator[Manifest]:
         """The pages of a list, ``limit`` objects each: memory stays bounded however many there are.
         ``metadata_only``: each object's metadata alone (PartialObjectMetadata), as client-go's
@@ -410,7 +411,7 @@ class Kube:
         token = ""
         accept = METADATA_LIST if metadata_only else "application/json"
         while True:
-            params = {**query, "limit": str(limit)}
+            params = {**(query or {}), "limit": str(limit)}
             if token:
                 params["continue"] = token
             page = await self.request("GET", res.path(namespace), query=params, timeout=120, accept=accept)
@@ -443,7 +444,7 @@ class Kube:
         idle: float | None = None,
         opened: Callable[[], None] | None = None,
         metadata_only: bool = False,
-        **query: str,
+        query: Mapping[str, str] | None = None,
     ) -> AsyncIterator[Manifest]:
         """Yield watch events ({type, object}) until the server ends the stream.
 
@@ -453,7 +454,7 @@ class Kube:
         called once the API server has answered.
         """
         params = {
-            **query,
+            **(query or {}),
             "watch": "true",
             "resourceVersion": resource_version,
             "allowWatchBookmarks": "true",

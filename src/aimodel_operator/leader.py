@@ -22,6 +22,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from .kube import LEASES, ApiError, Kube, describe
 
@@ -59,9 +60,9 @@ class LeaderElector:
         self.clock = clock
         self.leading = asyncio.Event()
         self._kube: Kube | None = None
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[Any] | None = None
         # The last lease record seen, and when (our clock) we saw it change.
-        self._observed: tuple | None = None
+        self._observed: tuple[Any, ...] | None = None
         self._observed_at = 0.0
         # Start of our last successful renewal: writes are allowed until it plus renew_deadline.
         self._renewed_at: float | None = None
@@ -78,10 +79,10 @@ class LeaderElector:
         self._task = asyncio.create_task(self._run(), name="leader-election")
 
     @property
-    def task(self) -> asyncio.Task | None:
+    def task(self) -> asyncio.Task[Any] | None:
         return self._task
 
-    def _observe(self, spec: dict) -> None:
+    def _observe(self, spec: dict[str, Any]) -> None:
         record = (spec.get("holderIdentity"), spec.get("renewTime"), spec.get("leaseDurationSeconds"))
         if record != self._observed:
             self._observed = record
@@ -109,7 +110,7 @@ class LeaderElector:
             "acquireTime": spec.get("acquireTime") if holder == self.identity else now,
             "leaseTransitions": (spec.get("leaseTransitions") or 0) + (0 if holder == self.identity else 1),
         }
-        body = {
+        body: dict[str, Any] = {
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
             "metadata": {"name": self.name, "namespace": self.namespace},

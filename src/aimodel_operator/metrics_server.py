@@ -23,6 +23,7 @@ import os
 import ssl
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,7 +52,7 @@ class Decision:
 class Authorizer:
     """Who may read /metrics, asked of the API server (TokenReview, then SubjectAccessReview)."""
 
-    def __init__(self, kube: Kube, clock=time.monotonic) -> None:
+    def __init__(self, kube: Kube, clock: Callable[[], float] = time.monotonic) -> None:
         self.kube = kube
         self.clock = clock
         self._cache: dict[bytes, Decision] = {}

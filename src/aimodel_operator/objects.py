@@ -6,7 +6,7 @@ reference (Kubernetes allows at most one), and the rest answer from it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from aimodel_contract import API_VERSION, GROUP, KIND
 
@@ -24,8 +24,8 @@ def key_of(obj: Manifest) -> Key:
 def controller_of(obj: Manifest | None) -> dict[str, Any] | None:
     """The object's controlling owner reference (``controller: true``), if any."""
     for ref in ((obj or {}).get("metadata") or {}).get("ownerReferences") or []:
-        if ref.get("controller"):
-            return ref
+        if isinstance(ref, dict) and ref.get("controller"):
+            return cast(dict[str, Any], ref)
     return None
 
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+from typing import Any
 
 from . import api
 from .kube import EVENTS, Kube, NotLeading
@@ -29,10 +30,10 @@ class Recorder:
         self.instance = instance
         self.senders = senders
         self._queue: asyncio.Queue[tuple[Manifest, str, str, str]] = asyncio.Queue(capacity)
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[Any]] = []
 
     @property
-    def tasks(self) -> list[asyncio.Task]:
+    def tasks(self) -> list[asyncio.Task[Any]]:
         return list(self._tasks)
 
     def start(self) -> None:

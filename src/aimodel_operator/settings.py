@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from aimodel_contract import DEFAULT_PULSAR_URL, DEFAULT_RES_TOPIC_NAME, Env
@@ -23,8 +24,8 @@ class Settings:
     answer_endpoints: str = ""
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
-        env = os.environ if env is None else env
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
         return cls(
             pulsar_admin_url=env.get("PULSAR_ADMIN_URL", ""),
             pulsar_url=env.get(Env.PULSAR_URL) or DEFAULT_PULSAR_URL,

@@ -106,14 +106,14 @@ def ready_condition(
 
 def _condition_dict(cond: Condition, previous: dict[str, Any] | None, generation: int, stamp: str) -> dict[str, Any]:
     status = "Unknown" if cond.status is None else str(cond.status)
-    keep_time = previous is not None and previous.get("status") == status and previous.get("lastTransitionTime")
+    kept = previous.get("lastTransitionTime") if previous is not None and previous.get("status") == status else None
     return {
         "type": cond.type,
         "status": status,
         "reason": cond.reason,
         "message": bound(cond.message),
         "observedGeneration": generation,
-        "lastTransitionTime": previous["lastTransitionTime"] if keep_time else stamp,
+        "lastTransitionTime": kept or stamp,
     }
 
 
@@ -192,7 +192,7 @@ def urgent(current: dict[str, Any] | None, new: dict[str, Any]) -> bool:
     """
     current = current or {}
     if not current:
-        return new["state"] == State.FAILED
+        return bool(new["state"] == State.FAILED)
     if any(current.get(f) != new.get(f) for f in URGENT_FIELDS):
         return True
     # A condition changing status (e.g. Ready turning True) is what `kubectl wait` waits for.

@@ -148,7 +148,7 @@ def _pod_problems(pods: list[Manifest], desired: int) -> list[_Problem]:
         else:
             detail = next((p["waitingMessage"] for p in stuck if p.get("waitingMessage")), "")
         suffix = f" ({detail})" if detail else ""
-        out.append(_Problem(reason, f"{count}/{desired} workers in {reason}{suffix}"))
+        out.append(_Problem(str(reason), f"{count}/{desired} workers in {reason}{suffix}"))
     unschedulable = [p for p in pods if p.get("unschedulable") is not None]
     if unschedulable:
         detail = next((p["unschedulable"] for p in unschedulable if p["unschedulable"]), "")

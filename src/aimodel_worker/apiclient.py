@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any, cast
 
 from aimodel_contract import backoff
 
@@ -102,7 +103,9 @@ class ApiClient:
             handlers.append(urllib.request.ProxyHandler({"http": proxy, "https": proxy}))
         self._opener = urllib.request.build_opener(*handlers)
 
-    def request(self, method: str, path: str, body: dict, content_type: str = "application/json") -> dict:
+    def request(
+        self, method: str, path: str, body: dict[str, Any], content_type: str = "application/json"
+    ) -> dict[str, Any]:
         """Send ``body`` and return the decoded JSON answer."""
         data = json.dumps(body).encode()
         attempt = 0
@@ -116,7 +119,7 @@ class ApiClient:
             req = urllib.request.Request(self.credentials.server + path, data=data, headers=headers, method=method)
             try:
                 with self._opener.open(req, timeout=self.timeout) as resp:
-                    return json.load(resp)
+                    return cast(dict[str, Any], json.load(resp))
             except json.JSONDecodeError as exc:
                 raise ReportError(f"{method} {path}: the API server's answer is not JSON: {exc}") from exc
             except urllib.error.HTTPError as exc:

@@ -8,6 +8,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .errors import ConfigError
 
@@ -78,6 +79,8 @@ def load_client_certificate(ctx: ssl.SSLContext, creds: Credentials) -> None:
             cert = _write_private(tmp, "client.crt", creds.cert_data)
         if creds.key_data:
             key = _write_private(tmp, "client.key", creds.key_data)
+        if not cert:
+            raise ConfigError("a client key is configured without a client certificate")
         try:
             ctx.load_cert_chain(cert, key)
         except (OSError, ssl.SSLError) as exc:
@@ -103,7 +106,7 @@ def in_cluster_credentials(
     )
 
 
-def _parse_document(text: str, path: Path) -> dict:
+def _parse_document(text: str, path: Path) -> dict[str, Any]:
     try:
         doc = json.loads(text)
     except ValueError:
@@ -120,7 +123,7 @@ def _parse_document(text: str, path: Path) -> dict:
     return doc
 
 
-def _named(doc: dict, section: str, key: str, name: str, path: Path) -> tuple[dict, Path]:
+def _named(doc: dict[str, Any], section: str, key: str, name: str, path: Path) -> tuple[dict[str, Any], Path]:
     """The entry called ``name`` in ``section``, and the file it came from (relative paths in it
     are resolved against that file's directory)."""
     for entry in doc.get(section) or []:
@@ -129,10 +132,10 @@ def _named(doc: dict, section: str, key: str, name: str, path: Path) -> tuple[di
     raise ConfigError(f"kubeconfig {path} has no {key} named {name!r}")
 
 
-def merge_kubeconfigs(paths: list[Path]) -> tuple[dict, Path]:
+def merge_kubeconfigs(paths: list[Path]) -> tuple[dict[str, Any], Path]:
     """``$KUBECONFIG`` as kubectl reads it: the files in order, missing ones skipped; the first file
     to set ``current-context`` wins, and of entries with the same name, the first one wins."""
-    merged: dict = {"clusters": [], "users": [], "contexts": []}
+    merged: dict[str, Any] = {"clusters": [], "users": [], "contexts": []}
     seen: dict[str, set[str]] = {section: set() for section in merged}
     read: list[Path] = []
     for path in paths:
@@ -160,7 +163,7 @@ def merge_kubeconfigs(paths: list[Path]) -> tuple[dict, Path]:
     return merged, read[0]
 
 
-def _flag(section: dict, name: str, where: str) -> bool:
+def _flag(section: dict[str, Any], name: str, where: str) -> bool:
     value = section.get(name, False)
     if not isinstance(value, bool):
         raise ConfigError(f"{where}: {name} must be true or false, not {value!r}")
@@ -176,7 +179,7 @@ def kubeconfig_credentials(path: Path, context: str | None = None) -> Credential
     return credentials_of(doc, path, context)
 
 
-def credentials_of(doc: dict, path: Path, context: str | None = None) -> Credentials:
+def credentials_of(doc: dict[str, Any], path: Path, context: str | None = None) -> Credentials:
     """Credentials of ``context`` in a (merged) kubeconfig document, with client-go's rules."""
     context = context or doc.get("current-context")
     if not context:

@@ -3,6 +3,7 @@
 import re
 import secrets
 from datetime import UTC, datetime
+from typing import Any
 
 from aimodel_contract import API_VERSION, Reason
 
@@ -48,7 +49,7 @@ def build_event(
     host: str | None = None,
     pod: str | None = None,
     now: datetime | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """A new Warning event about the AIModel ``namespace/aimodel_name``.
 
     ``eventTime`` stays unset on purpose: with it the API server applies the
@@ -85,6 +86,6 @@ def build_event(
     return event
 
 
-def repeat_patch(count: int, now: datetime | None = None) -> dict:
+def repeat_patch(count: int, now: datetime | None = None) -> dict[str, Any]:
     """JSON merge patch recording one more occurrence of an existing event."""
     return {"count": count, "lastTimestamp": timestamp(now)}

@@ -7,6 +7,7 @@ import time
 import urllib.parse
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from aimodel_contract import Env
 
@@ -109,7 +110,7 @@ class Reporter:
         self._sent: OrderedDict[tuple[Reason, str], tuple[str, int]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def report(self, reason: Reason | str, message: str) -> dict:
+    def report(self, reason: Reason | str, message: str) -> dict[str, Any]:
         """Report an error; returns the created or updated Event."""
         reason = parse_reason(reason)
         message = truncate_message(str(message))
@@ -135,11 +136,11 @@ class Reporter:
                 self._sent.popitem(last=False)
         return event
 
-    async def areport(self, reason: Reason | str, message: str) -> dict:
+    async def areport(self, reason: Reason | str, message: str) -> dict[str, Any]:
         """``report`` without blocking the event loop."""
         return await asyncio.to_thread(self.report, reason, message)
 
-    def _create(self, reason: Reason, message: str) -> dict:
+    def _create(self, reason: Reason, message: str) -> dict[str, Any]:
         body = build_event(
             aimodel_name=self.name,
             namespace=self.namespace,
@@ -158,7 +159,7 @@ class Reporter:
             # Names are random, so the conflict is our own retried POST whose first try was stored after all.
             return self._patch(body["metadata"]["name"], body["count"])
 
-    def _patch(self, event_name: str, count: int) -> dict:
+    def _patch(self, event_name: str, count: int) -> dict[str, Any]:
         return self._api.request(
             "PATCH", f"{self._events_path}/{event_name}", repeat_patch(count), "application/merge-patch+json"
         )
@@ -176,7 +177,7 @@ def _default_reporter() -> Reporter:
         return _default
 
 
-def report_error(reason: Reason | str, message: str, **kwargs) -> dict:
+def report_error(reason: Reason | str, message: str, **kwargs: Any) -> dict[str, Any]:
     """Report an error with ``Reporter(**kwargs)``.
 
     Without ``kwargs`` one shared Reporter (configured from the environment) is
@@ -187,6 +188,6 @@ def report_error(reason: Reason | str, message: str, **kwargs) -> dict:
     return reporter.report(reason, message)
 
 
-async def async_report_error(reason: Reason | str, message: str, **kwargs) -> dict:
+async def async_report_error(reason: Reason | str, message: str, **kwargs: Any) -> dict[str, Any]:
     """``report_error`` without blocking the event loop."""
     return await asyncio.to_thread(report_error, reason, message, **kwargs)

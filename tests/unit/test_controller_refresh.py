@@ -23,7 +23,7 @@ class Kube:
         self.calls.append(("get", res.plural, namespace, name))
         raise AssertionError("GET aimodels is not granted to the operator")
 
-    async def list(self, res, limit=500, namespace=None, **query):
+    async def list(self, res, limit=500, namespace=None, metadata_only=False, query=None):
         self.calls.append(("list", res.plural, namespace, query))
         yield {"metadata": {"resourceVersion": "9"}, "items": self.items}
 

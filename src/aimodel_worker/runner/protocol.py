@@ -7,7 +7,7 @@ import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from ..reasons import Reason
 
@@ -154,7 +154,7 @@ def usage_record(
 def usage_of(doc: Any) -> dict[str, Any] | None:
     """The ``usage`` object of a completion or of a stream's last chunk, if it has one."""
     if isinstance(doc, dict) and isinstance(doc.get("usage"), dict):
-        return doc["usage"]
+        return cast(dict[str, Any], doc["usage"])
     return None
 
 

@@ -147,7 +147,12 @@ class Worker:
                     continue
                 task = asyncio.create_task(self._handle(q, session, upstream, msg))
                 self._inflight.add(task)
-                task.add_done_callback(lambda t: (self._inflight.discard(t), slots.release()))
+
+                def finished(t: asyncio.Task[None]) -> None:
+                    self._inflight.discard(t)
+                    slots.release()
+
+                task.add_done_callback(finished)
         finally:
             stop.cancel()
             await self._drain()
