@@ -8,7 +8,7 @@ import json
 import pytest
 
 from aimodel_worker import Reason
-from aimodel_worker.runner import protocol
+from aimodel_worker.runner import gateway, openai_api, sse
 from aimodel_worker.runner.settings import SettingsError, WorkerSettings
 
 DATA = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
@@ -21,8 +21,8 @@ def _payload(**fields) -> bytes:
 MAX = 1 << 20
 
 
-def parse(payload: bytes, model: str = "gpt-4o", max_bytes: int = MAX) -> protocol.Request:
-    return protocol.parse_request(payload, model, max_bytes)
+def parse(payload: bytes, model: str = "gpt-4o", max_bytes: int = MAX) -> gateway.Request:
+    return gateway.parse_request(payload, model, max_bytes)
 
 
 def test_parse_request_reads_the_gateway_message():
@@ -37,38 +37,38 @@ def test_the_model_is_the_aimodels_not_the_publishers():
     # missing: the worker's own; the same: kept; another: refused, naming both, answerable
     assert parse(_payload(data={"messages": []})).data == {"messages": [], "model": "gpt-4o"}
     assert parse(_payload()).data["model"] == "gpt-4o"
-    with pytest.raises(protocol.BadRequest, match="'o1-pro' is not this worker's model 'gpt-4o'") as info:
+    with pytest.raises(gateway.BadRequest, match="'o1-pro' is not this worker's model 'gpt-4o'") as info:
         parse(_payload(data={**DATA, "model": "o1-pro"}))
     assert (info.value.request_id, info.value.endpoint) == ("r1", "http://gw/res")
-    with pytest.raises(protocol.BadRequest, match="'int' is not this worker's model"):
+    with pytest.raises(gateway.BadRequest, match="'int' is not this worker's model"):
         parse(_payload(data={**DATA, "model": 7}))
 
 
 def test_a_message_over_the_cap_is_not_parsed():
-    with pytest.raises(protocol.TooLarge, match="more than the 100 accepted"):
+    with pytest.raises(gateway.TooLarge, match="more than the 100 accepted"):
         parse(b"{" + b" " * 200 + b"}", max_bytes=100)
 
 
 def test_json_nested_100000_deep_is_a_bad_request_not_a_recursion_error():
-    with pytest.raises(protocol.BadRequest, match="nested too deeply"):
+    with pytest.raises(gateway.BadRequest, match="nested too deeply"):
         parse(b"[" * 100_000 + b"]" * 100_000)
     nested = b'{"request_id": "r1", "endpoint": "http://gw/res", "data": {"x": ' + b"[" * 100_000 + b"]" * 100_000
-    with pytest.raises(protocol.BadRequest, match="nested too deeply"):
+    with pytest.raises(gateway.BadRequest, match="nested too deeply"):
         parse(nested + b"}}")
 
 
 @pytest.mark.parametrize("rid", ["a" * 129, "r1\nINFO forged line", "r 1", "", "ü"])
 def test_a_request_id_is_bounded_in_length_and_characters(rid):
-    with pytest.raises(protocol.BadRequest, match="request_id") as info:
+    with pytest.raises(gateway.BadRequest, match="request_id") as info:
         parse(_payload(request_id=rid))
     assert info.value.request_id == ""
 
 
 def test_the_booked_model_is_the_one_the_upstream_says_it_used():
-    assert protocol.booked_model({"model": "gpt-4o-2024-08-06"}, "gpt-4o") == "gpt-4o-2024-08-06"
+    assert openai_api.booked_model({"model": "gpt-4o-2024-08-06"}, "gpt-4o") == "gpt-4o-2024-08-06"
     for said in (None, 5, "", "x" * 300, "two words", "line\nbreak"):
-        assert protocol.booked_model({"model": said}, "gpt-4o") == "gpt-4o"
-    assert protocol.booked_model("not a dict", "gpt-4o") == "gpt-4o"
+        assert openai_api.booked_model({"model": said}, "gpt-4o") == "gpt-4o"
+    assert openai_api.booked_model("not a dict", "gpt-4o") == "gpt-4o"
 
 
 @pytest.mark.parametrize(
@@ -88,7 +88,7 @@ def test_the_booked_model_is_the_one_the_upstream_says_it_used():
     ],
 )
 def test_parse_request_refuses_what_is_not_a_request(payload, error, rid, endpoint):
-    with pytest.raises(protocol.BadRequest, match=error) as info:
+    with pytest.raises(gateway.BadRequest, match=error) as info:
         parse(payload)
     assert (info.value.request_id, info.value.endpoint) == (rid, endpoint)
 
@@ -103,23 +103,23 @@ def test_parse_request_refuses_what_is_not_a_request(payload, error, rid, endpoi
     ],
 )
 def test_chat_url(base, url):
-    assert protocol.chat_url(base) == url
+    assert openai_api.chat_url(base) == url
 
 
 def test_endpoint_url_forms():
-    assert protocol.websocket_url("http://gw/res/ws") == "ws://gw/res/ws"
-    assert protocol.websocket_url("https://gw/res/ws") == "wss://gw/res/ws"
-    assert protocol.websocket_url("ws://gw/res/ws") == "ws://gw/res/ws"
-    assert protocol.http_url("ws://gw/res") == "http://gw/res"
-    assert protocol.http_url("https://gw/res") == "https://gw/res"
+    assert gateway.websocket_url("http://gw/res/ws") == "ws://gw/res/ws"
+    assert gateway.websocket_url("https://gw/res/ws") == "wss://gw/res/ws"
+    assert gateway.websocket_url("ws://gw/res/ws") == "ws://gw/res/ws"
+    assert gateway.http_url("ws://gw/res") == "http://gw/res"
+    assert gateway.http_url("https://gw/res") == "https://gw/res"
 
 
 def test_messages():
-    assert protocol.answer("r", {"x": 1}) == {"request_id": "r", "data": {"x": 1}}
-    assert protocol.chunk("r", {"x": 1}) == {"request_id": "r", "end": False, "data": {"x": 1}}
-    assert protocol.end("r") == {"request_id": "r", "end": True}
-    assert protocol.end("r", {"error": {}}) == {"request_id": "r", "end": True, "data": {"error": {}}}
-    record = protocol.usage_record("r", {"prompt_tokens": 3, "completion_tokens": "4"}, "m", "n", "ns")
+    assert gateway.answer("r", {"x": 1}) == {"request_id": "r", "data": {"x": 1}}
+    assert gateway.chunk("r", {"x": 1}) == {"request_id": "r", "end": False, "data": {"x": 1}}
+    assert gateway.end("r") == {"request_id": "r", "end": True}
+    assert gateway.end("r", {"error": {}}) == {"request_id": "r", "end": True, "data": {"error": {}}}
+    record = gateway.usage_record("r", {"prompt_tokens": 3, "completion_tokens": "4"}, "m", "n", "ns")
     assert record == {
         "request_id": "r",
         "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 0},
@@ -130,11 +130,11 @@ def test_messages():
 
 
 def test_usage_is_requested_once_and_remembered_as_added():
-    body, added = protocol.with_usage_requested({**DATA, "stream": True})
+    body, added = openai_api.with_usage_requested({**DATA, "stream": True})
     assert added and body["stream_options"] == {"include_usage": True}
     asked = {**DATA, "stream": True, "stream_options": {"include_usage": True}}
-    assert protocol.with_usage_requested(asked) == (asked, False)
-    body, added = protocol.with_usage_requested({**DATA, "stream_options": {"other": 1}})
+    assert openai_api.with_usage_requested(asked) == (asked, False)
+    body, added = openai_api.with_usage_requested({**DATA, "stream_options": {"other": 1}})
     assert added and body["stream_options"] == {"other": 1, "include_usage": True}
 
 
@@ -172,7 +172,7 @@ def _openai(message: str, kind: str, code: str | None) -> str:
     ],
 )
 def test_classify(status, body, reason, retry):
-    failure = protocol.classify(status, body, {"retry-after-ms": "250"})
+    failure = openai_api.classify(status, body, {"retry-after-ms": "250"})
     assert failure.reason == reason
     assert failure.retry_after == retry
     assert failure.body["error"]["message"]
@@ -180,21 +180,21 @@ def test_classify(status, body, reason, retry):
 
 
 def test_a_non_json_error_body_becomes_the_message():
-    failure = protocol.classify(502, "<html>\n Bad   Gateway </html>")
+    failure = openai_api.classify(502, "<html>\n Bad   Gateway </html>")
     assert failure.message == "upstream answered HTTP 502: <html> Bad Gateway </html>"
 
 
 def test_retry_after_headers():
-    assert protocol.retry_after({"retry-after-ms": "1500"}) == 1.5
-    assert protocol.retry_after({"retry-after": "2"}) == 2.0
-    assert protocol.retry_after({"retry-after": "3600"}) == protocol.MAX_RETRY_AFTER
-    assert protocol.retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == protocol.DEFAULT_RETRY_AFTER
-    assert protocol.retry_after({}) == protocol.DEFAULT_RETRY_AFTER
+    assert openai_api.retry_after({"retry-after-ms": "1500"}) == 1.5
+    assert openai_api.retry_after({"retry-after": "2"}) == 2.0
+    assert openai_api.retry_after({"retry-after": "3600"}) == openai_api.MAX_RETRY_AFTER
+    assert openai_api.retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == openai_api.DEFAULT_RETRY_AFTER
+    assert openai_api.retry_after({}) == openai_api.DEFAULT_RETRY_AFTER
 
 
 def test_server_sent_events():
     lines = [": comment", "event: x", 'data: {"a": 1}', "", "data:first", "data: second", "", "", "data: [DONE]"]
-    assert list(protocol.sse_data(lines)) == ['{"a": 1}', "first\nsecond", "[DONE]"]
+    assert list(sse.sse_data(lines)) == ['{"a": 1}', "first\nsecond", "[DONE]"]
 
 
 def test_a_whole_completion_as_one_chunk():
@@ -206,7 +206,7 @@ def test_a_whole_completion_as_one_chunk():
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
         "usage": {"total_tokens": 2},
     }
-    assert protocol.completion_as_chunk(completion) == {
+    assert openai_api.completion_as_chunk(completion) == {
         "id": "c1",
         "created": 1,
         "model": "m",

@@ -6,8 +6,10 @@ or a local server in the same pod), delivers each answer to the request's ``endp
 POST, or a WebSocket stream of chunks), publishes the usage to ``RES_TOPIC_NAME``, and reports
 the errors no retry fixes through the SDK, which the operator turns into the AIModel's status.
 
-Modules: ``settings`` (the environment), ``protocol`` (pure: messages, error classification,
-SSE parsing), ``upstream`` (the chat-completions client), ``delivery`` (answers to endpoints),
+Modules: ``settings`` (the environment); pure, no I/O: ``gateway`` (request messages, answer
+frames, usage records), ``openai_api`` (the chat-completions wire format, error classification),
+``sse`` (server-sent events), ``endpoints`` (where answers may go); ``upstream`` (the
+chat-completions client), ``delivery`` (answers to endpoints),
 ``queue`` (Pulsar), ``worker`` (the loop, concurrency, acknowledgement, shutdown), ``cli``.
 Needs the ``worker`` extra (``pip install 'aimodel-operator[worker]'``: pulsar-client).
 """

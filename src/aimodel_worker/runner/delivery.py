@@ -9,7 +9,7 @@ from typing import Any
 
 import aiohttp
 
-from . import endpoints, protocol
+from . import endpoints, gateway
 
 TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=10)
 
@@ -24,7 +24,7 @@ class DeliveryError(Exception):
 
 
 async def post(session: aiohttp.ClientSession, endpoint: str, payload: dict[str, Any]) -> None:
-    url = protocol.http_url(endpoint)
+    url = gateway.http_url(endpoint)
     try:
         # No redirects: an answer goes to the endpoint that was checked, nowhere else.
         async with session.post(url, json=payload, timeout=TIMEOUT, allow_redirects=False) as resp:
@@ -44,7 +44,7 @@ class Stream:
 
     def __init__(self, session: aiohttp.ClientSession, endpoint: str) -> None:
         self.session = session
-        self.url = protocol.websocket_url(endpoint)
+        self.url = gateway.websocket_url(endpoint)
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         self.sent = 0
 

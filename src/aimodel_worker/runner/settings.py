@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import aimodel_contract as contract
 from aimodel_contract import Env
 
-from . import endpoints, protocol
+from . import endpoints, openai_api
 
 # Where a NODE_TYPE=local worker finds its model server (llamafile and llama.cpp's default port).
 DEFAULT_LOCAL_API_URL = "http://127.0.0.1:8080"
@@ -104,7 +104,7 @@ class WorkerSettings:
         return cls(
             model_name=required(Env.MODEL_NAME),
             node_type=node_type,
-            chat_url=protocol.chat_url(base),
+            chat_url=openai_api.chat_url(base),
             api_key=api_key,
             max_process_num=int(number(Env.MAX_PROCESS_NUM, contract.DEFAULT_MAX_PROCESS_NUM, 1)),
             pulsar_url=env.get(Env.PULSAR_URL, "").strip() or contract.DEFAULT_PULSAR_URL,

@@ -10,8 +10,8 @@ from typing import Any
 
 import aiohttp
 
-from . import endpoints, protocol
-from .protocol import Failure
+from . import endpoints, openai_api, sse
+from .openai_api import Failure
 
 # What a requester is told when the upstream cannot be used: never its URL (which may carry
 # credentials, and is the operator's business); the worker's log has the details.
@@ -31,12 +31,12 @@ class UpstreamFailure(Exception):
 def _unreachable(url: str, exc: BaseException) -> UpstreamFailure:
     log.warning("cannot reach %s: %s: %s", endpoints.redact(url), type(exc).__name__, exc)
     status = 504 if isinstance(exc, asyncio.TimeoutError) else 502
-    return UpstreamFailure(Failure(status, protocol.error_body(UNREACHABLE, "api_error"), None))
+    return UpstreamFailure(Failure(status, openai_api.error_body(UNREACHABLE, "api_error"), None))
 
 
 def _not_json(url: str, detail: str) -> UpstreamFailure:
     log.warning("%s: %s", endpoints.redact(url), detail)
-    return UpstreamFailure(Failure(502, protocol.error_body(NOT_JSON, "api_error"), None))
+    return UpstreamFailure(Failure(502, openai_api.error_body(NOT_JSON, "api_error"), None))
 
 
 class Upstream:
@@ -54,7 +54,7 @@ class Upstream:
             async with self.session.post(self.url, json=data, headers=self.headers, timeout=self.timeout) as resp:
                 text = await resp.text()
                 if resp.status >= 400:
-                    raise UpstreamFailure(protocol.classify(resp.status, text, resp.headers))
+                    raise UpstreamFailure(openai_api.classify(resp.status, text, resp.headers))
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise _unreachable(self.url, exc) from exc
         try:
@@ -71,15 +71,15 @@ class Upstream:
         try:
             async with self.session.post(self.url, json=data, headers=self.headers, timeout=self.timeout) as resp:
                 if resp.status >= 400:
-                    raise UpstreamFailure(protocol.classify(resp.status, await resp.text(), resp.headers))
+                    raise UpstreamFailure(openai_api.classify(resp.status, await resp.text(), resp.headers))
                 if "text/event-stream" not in resp.headers.get("Content-Type", ""):
                     doc = json.loads(await resp.text())
-                    whole = protocol.completion_as_chunk(doc)
-                    if protocol.usage_of(doc):
+                    whole = openai_api.completion_as_chunk(doc)
+                    if openai_api.usage_of(doc):
                         whole["usage"] = doc["usage"]
                     yield whole
                     return
-                events = protocol.EventStream()
+                events = sse.EventStream()
                 async for raw in resp.content:
                     event = events.feed(raw.decode("utf-8", "replace").rstrip("\r\n"))
                     if event is None:
@@ -89,7 +89,7 @@ class Upstream:
                     doc = json.loads(event)
                     if isinstance(doc, dict) and isinstance(doc.get("error"), dict):
                         # An error in the middle of a stream (the upstream's status was already 200).
-                        raise UpstreamFailure(protocol.classify(500, event))
+                        raise UpstreamFailure(openai_api.classify(500, event))
                     yield doc
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise _unreachable(self.url, exc) from exc

@@ -10,17 +10,20 @@ import signal
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import pulsar.asyncio as pulsar_async
 
 from ..reasons import Reason
-from . import delivery, endpoints, protocol, queue
+from . import delivery, endpoints, gateway, openai_api, queue
 from .delivery import DeliveryError
-from .protocol import Failure, Request
+from .gateway import Request
+from .openai_api import Failure
 from .settings import WorkerSettings
 from .upstream import Upstream, UpstreamFailure
+
+T = TypeVar("T")
 
 log = logging.getLogger("aimodel_worker")
 
@@ -203,9 +206,9 @@ class Worker:
     async def _serve(self, q: queue.Queue, session: aiohttp.ClientSession, upstream: Upstream, msg: Any) -> None:
         s = self.settings
         try:
-            request = protocol.parse_request(msg.data(), s.model_name, s.max_message_bytes)
+            request = gateway.parse_request(msg.data(), s.model_name, s.max_message_bytes)
             self.answers.check(request.endpoint)
-        except protocol.TooLarge as exc:
+        except gateway.TooLarge as exc:
             # No redelivery helps, and the client's dead-letter policy cannot move it: at once.
             log.warning("message %s dead-lettered: %s", msg.message_id(), exc)
             await q.dead_letter(msg, f"{exc} (MAX_MESSAGE_BYTES)")
@@ -215,7 +218,7 @@ class Worker:
             log.warning("request %s refused, its endpoint: %s", request.request_id, exc)
             await self._hand_back(q, msg)
             return
-        except protocol.BadRequest as exc:
+        except gateway.BadRequest as exc:
             if await self._refuse(session, exc):
                 await q.consumer.acknowledge(msg)
             else:
@@ -237,11 +240,11 @@ class Worker:
         self.handled += 1
         if usage is not None:
             model, counts = usage
-            record = protocol.usage_record(request.request_id, counts, model, s.aimodel_name, s.aimodel_namespace)
+            record = gateway.usage_record(request.request_id, counts, model, s.aimodel_name, s.aimodel_namespace)
             await q.producer.send(json.dumps(record, separators=(",", ":")).encode())
         await q.consumer.acknowledge(msg)
 
-    async def _refuse(self, session: aiohttp.ClientSession, exc: protocol.BadRequest) -> bool:
+    async def _refuse(self, session: aiohttp.ClientSession, exc: gateway.BadRequest) -> bool:
         """A message that is not a request: its sender is told why if it can be (True)."""
         log.warning("refusing a message that is not a request: %s", exc)
         if not (exc.request_id and exc.endpoint):
@@ -251,9 +254,9 @@ class Worker:
         except endpoints.EndpointRefused as err:
             log.warning("not telling %s: %s", exc.request_id, err)
             return False
-        body = protocol.error_body(f"the worker could not read the request: {exc}", "invalid_request_error")
+        body = openai_api.error_body(f"the worker could not read the request: {exc}", "invalid_request_error")
         try:
-            await delivery.post(session, exc.endpoint, protocol.answer(exc.request_id, body))
+            await delivery.post(session, exc.endpoint, gateway.answer(exc.request_id, body))
         except DeliveryError as err:
             log.warning("could not tell %s: %s", exc.request_id, err)
             return False
@@ -264,56 +267,65 @@ class Worker:
         if failure.reason is not None:
             self.report(failure.reason, failure.message)
 
-    async def _complete(
-        self, session: aiohttp.ClientSession, upstream: Upstream, request: Request
-    ) -> tuple[str, dict[str, Any]] | None:
+    async def _call(
+        self, call: Callable[[], Awaitable[T]], may_retry: Callable[[], bool] = lambda: True
+    ) -> T | Failure:
+        """``call()`` to the upstream, waiting out its rate limit: a 429 with a Retry-After is tried
+        again after it (every request of the worker waits too), up to RATE_LIMIT_RETRIES times while
+        ``may_retry()``. Returns what the call returned, or the failure to answer with (reported
+        when it says something about the model's setup)."""
         for attempt in range(RATE_LIMIT_RETRIES + 1):
             await self._rate_limit_gate()
             try:
-                doc = await upstream.complete(request.data)
+                return await call()
             except UpstreamFailure as exc:
                 failure = exc.failure
-                if failure.retry_after is not None and attempt < RATE_LIMIT_RETRIES:
+                if failure.retry_after is not None and attempt < RATE_LIMIT_RETRIES and may_retry():
                     self._back_off(failure.retry_after)
                     continue
                 self._failed(failure)
-                await delivery.post(session, request.endpoint, protocol.answer(request.request_id, failure.body))
-                return None
-            await delivery.post(session, request.endpoint, protocol.answer(request.request_id, doc))
-            usage = protocol.usage_of(doc)
-            return None if usage is None else (protocol.booked_model(doc, self.settings.model_name), usage)
+                return failure
         raise AssertionError("unreachable")
+
+    async def _complete(
+        self, session: aiohttp.ClientSession, upstream: Upstream, request: Request
+    ) -> tuple[str, dict[str, Any]] | None:
+        doc = await self._call(lambda: upstream.complete(request.data))
+        if isinstance(doc, Failure):
+            await delivery.post(session, request.endpoint, gateway.answer(request.request_id, doc.body))
+            return None
+        await delivery.post(session, request.endpoint, gateway.answer(request.request_id, doc))
+        usage = openai_api.usage_of(doc)
+        return None if usage is None else (openai_api.booked_model(doc, self.settings.model_name), usage)
 
     async def _stream(
         self, session: aiohttp.ClientSession, upstream: Upstream, request: Request
     ) -> tuple[str, dict[str, Any]] | None:
-        body, added = protocol.with_usage_requested(request.data)
+        body, added = openai_api.with_usage_requested(request.data)
         out = delivery.Stream(session, request.endpoint)
-        usage: dict[str, Any] | None = None
-        model = self.settings.model_name
-        try:
-            for attempt in range(RATE_LIMIT_RETRIES + 1):
-                await self._rate_limit_gate()
-                try:
-                    async for piece in upstream.stream(body):
-                        usage = protocol.usage_of(piece) or usage
-                        model = protocol.booked_model(piece, model)
-                        if added:
-                            # What the requester did not ask for: the usage-only chunk, the usage keys.
-                            if not piece.get("choices"):
-                                continue
-                            piece.pop("usage", None)
-                        await out.send(protocol.chunk(request.request_id, piece))
-                except UpstreamFailure as exc:
-                    failure = exc.failure
-                    if failure.retry_after is not None and attempt < RATE_LIMIT_RETRIES and out.sent == 0:
-                        self._back_off(failure.retry_after)
+
+        async def relay() -> tuple[str, dict[str, Any] | None]:
+            usage: dict[str, Any] | None = None
+            model = self.settings.model_name
+            async for piece in upstream.stream(body):
+                usage = openai_api.usage_of(piece) or usage
+                model = openai_api.booked_model(piece, model)
+                if added:
+                    # What the requester did not ask for: the usage-only chunk, the usage keys.
+                    if not piece.get("choices"):
                         continue
-                    self._failed(failure)
-                    await out.send(protocol.end(request.request_id, failure.body))
-                    return None
-                await out.send(protocol.end(request.request_id))
-                return None if usage is None else (model, usage)
+                    piece.pop("usage", None)
+                await out.send(gateway.chunk(request.request_id, piece))
+            return model, usage
+
+        try:
+            # Tried again only while nothing has reached the requester.
+            relayed = await self._call(relay, may_retry=lambda: out.sent == 0)
+            if isinstance(relayed, Failure):
+                await out.send(gateway.end(request.request_id, relayed.body))
+                return None
+            await out.send(gateway.end(request.request_id))
+            model, usage = relayed
+            return None if usage is None else (model, usage)
         finally:
             await out.close()
-        raise AssertionError("unreachable")
