@@ -35,6 +35,7 @@ from typing import Any
 from . import builders, diff
 from .informer import Informer
 from .kube import ApiError, Kube
+from .logs import fields
 from .objects import Manifest, aimodel_controller, is_controlled_by
 from .scoped import Scoped
 
@@ -228,7 +229,9 @@ class ChildApplier:
         if not diff.needs_apply(desired, live):
             informer.remember(live)
             return None
-        log.info("adopting own child kind=%s namespace=%s name=%s", desired["kind"], meta["namespace"], meta["name"])
+        log.info(
+            "adopting own child", extra=fields(kind=desired["kind"], namespace=meta["namespace"], name=meta["name"])
+        )
         return await self._apply(desired, live["metadata"]["uid"], informer)
 
     async def remove_stale(self, model: Manifest, wanted: set[tuple[str, str]]) -> list[str]:

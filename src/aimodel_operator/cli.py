@@ -14,6 +14,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from . import api
+from .logs import fields
 from .settings import Settings
 
 
@@ -117,7 +118,7 @@ async def _run(args: argparse.Namespace) -> int:
 
     log = logging.getLogger("aimodel_operator")
     instance = os.environ.get("POD_NAME") or socket.gethostname()
-    log.info("watching namespaces=%s", ",".join(args.namespaces) or "(all)")
+    log.info("watching", extra=fields(namespaces=",".join(args.namespaces) or "(all)"))
     stop = asyncio.Event()
     exit_code = 0
 

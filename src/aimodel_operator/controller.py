@@ -39,6 +39,7 @@ from .kube import (
     NotLeading,
     Resource,
 )
+from .logs import fields
 from .objects import Key, Manifest, is_controlled_by, owner_key
 from .recorder import Recorder
 from .refs import SecretRefs
@@ -336,7 +337,7 @@ class Controller:
         return lambda rs: rs in revisions and revisions[rs] < newest
 
     def _keda_availability(self, available: bool) -> None:
-        log.info("keda available=%s", str(available).lower())
+        log.info("keda", extra=fields(available=available))
         for key in self.models:
             model = self.models.get(*key)
             if model is not None and builders.wants_autoscaling(model):
@@ -360,7 +361,7 @@ class Controller:
         self._tasks += self.recorder.tasks
         await asyncio.gather(*(i.synced.wait() for i in self.informers))
         self.synced.set()
-        log.info("caches synced models=%d", len(self.models))
+        log.info("caches synced", extra=fields(models=len(self.models)))
         # Kept apart from the tasks that must run forever: this one ends once workers are started.
         self._begin_task = asyncio.create_task(self._begin(gate), name="begin")
 
@@ -398,7 +399,7 @@ class Controller:
             keys = list(self.models)
             for key in keys:
                 self._wake(key)
-            log.info("resync models=%d", len(keys))
+            log.info("resync", extra=fields(models=len(keys)))
             metrics.RESYNC_CPU_SECONDS.inc(time.process_time() - started)
 
     async def _worker(self) -> None:
@@ -421,7 +422,7 @@ class Controller:
             except NotLeading:
                 # Refused by the write fence: if leadership is really lost the process stops; if
                 # not (a renewal is on its way), the work must not be dropped.
-                log.debug("not leading: reconcile of namespace=%s name=%s put off", key[0], key[1])
+                log.debug("not leading: reconcile put off", extra=fields(namespace=key[0], name=key[1]))
                 self.queue.add_after(key, NOT_LEADING_RETRY_SECONDS)
             except LookAgain:
                 # Already said in status: only look again later, with growing pauses.
@@ -429,7 +430,7 @@ class Controller:
             except ApiError as err:
                 if err.namespace_terminating:
                     # The namespace, and with it the model, is going away: no retry, no noise.
-                    log.debug("namespace terminating namespace=%s name=%s", key[0], key[1])
+                    log.debug("namespace terminating", extra=fields(namespace=key[0], name=key[1]))
                 else:
                     self._on_failure(key, err)
             except Exception as err:
@@ -445,7 +446,9 @@ class Controller:
         first = self.queue.num_requeues(key) == 0
         delay = self.queue.add_rate_limited(key)
         metrics.RECONCILES.labels(result="error").inc()
-        log.warning("reconcile failed namespace=%s name=%s retry_in=%.1fs error=%s", key[0], key[1], delay, err)
+        log.warning(
+            "reconcile failed", extra=fields(namespace=key[0], name=key[1], retry_in=round(delay, 1), error=str(err))
+        )
         model = self.models.get(*key)
         if model is not None and first:
             self.recorder.event(model, "Warning", "ReconcileError", str(err))
@@ -531,9 +534,8 @@ class Controller:
         if removed:
             parts.append("deleted " + ", ".join(removed))
         message = "; ".join(parts)
-        log.info(
-            "reconciled namespace=%s name=%s %s", model["metadata"]["namespace"], model["metadata"]["name"], message
-        )
+        meta = model["metadata"]
+        log.info("reconciled", extra=fields(namespace=meta["namespace"], name=meta["name"], did=message))
         self.recorder.event(model, "Normal", "Reconciled", message[:1].upper() + message[1:])
 
     async def _write_status(self, key: Key, model: Manifest, problem: status_mod.Condition | None) -> None:
@@ -590,7 +592,7 @@ class Controller:
                 live = item
         if live is None:
             # Gone: whatever the watch missed, forget it now.
-            log.info("gone namespace=%s name=%s", key[0], key[1])
+            log.info("gone", extra=fields(namespace=key[0], name=key[1]))
             self._model_gone(key)
             return
         if self.models.remember(live):

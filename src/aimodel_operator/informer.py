@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable, Iterator
 
 from .kube import ApiError, Kube, Resource, WatchIdle, describe, sleep_backoff
+from .logs import fields
 from .objects import Key, Manifest, key_of
 
 log = logging.getLogger(__name__)
@@ -148,7 +149,7 @@ class Informer:
         try:
             self.handler(kind, obj)
         except Exception:
-            log.exception("kind=%s handler failed", self.resource.kind)
+            log.exception("handler failed", extra=fields(kind=self.resource.kind))
 
     def _set_available(self, value: bool) -> None:
         changed = self.available is not None and self.available != value
@@ -180,9 +181,11 @@ class Informer:
                     except asyncio.CancelledError:
                         raise
                     except Exception as check:
-                        log.warning("kind=%s absence check failed: %s", self.resource.kind, describe(check))
+                        log.warning(
+                            "absence check failed", extra=fields(kind=self.resource.kind, error=describe(check))
+                        )
                 failures += 1
-                log.warning("kind=%s list failed: %s", self.resource.kind, err)
+                log.warning("list failed", extra=fields(kind=self.resource.kind, error=str(err)))
                 await sleep_backoff(failures)
                 continue
             listed = asyncio.get_running_loop().time()
@@ -216,15 +219,12 @@ class Informer:
         needed = 1 if (self.available is None and err.status == 404) else ABSENCE_CONFIRMATIONS
         if self._absent_seen < needed:
             log.info(
-                "kind=%s list refused (%s), absence seen %d/%d",
-                self.resource.kind,
-                err.status,
-                self._absent_seen,
-                needed,
+                "list refused",
+                extra=fields(kind=self.resource.kind, status=err.status, absence_seen=f"{self._absent_seen}/{needed}"),
             )
             return True
         if self.available is not False:
-            log.info("kind=%s available=false reason=%s", self.resource.kind, err.status)
+            log.info("kind unavailable", extra=fields(kind=self.resource.kind, available=False, status=err.status))
         for key in list(self.store):
             _, raw = self.store.pop(key)
             self._notify("DELETED", json.loads(raw))
@@ -287,10 +287,10 @@ class Informer:
                     if kind == "ERROR":
                         if obj.get("code") == 410:
                             return True
-                        log.warning("kind=%s watch error: %s", self.resource.kind, obj.get("message"))
+                        log.warning("watch error", extra=fields(kind=self.resource.kind, error=obj.get("message")))
                         return False
                     if kind not in ("ADDED", "MODIFIED", "DELETED", "BOOKMARK"):
-                        log.warning("kind=%s unexpected watch event %r", self.resource.kind, kind)
+                        log.warning("unexpected watch event", extra=fields(kind=self.resource.kind, type=repr(kind)))
                         return False
                     rv = obj["metadata"]["resourceVersion"]
                     if kind != "BOOKMARK":
@@ -300,15 +300,15 @@ class Informer:
             except asyncio.CancelledError:
                 raise
             except WatchIdle as err:
-                log.info("kind=%s %s; watching again", self.resource.kind, err)
+                log.info("watching again", extra=fields(kind=self.resource.kind, why=str(err)))
                 continue
             except ApiError as err:
                 if err.status == 410:
                     return True
-                log.warning("kind=%s watch failed: %s", self.resource.kind, err)
+                log.warning("watch failed", extra=fields(kind=self.resource.kind, error=str(err)))
                 return False
             except Exception as err:
-                log.warning("kind=%s watch interrupted: %s", self.resource.kind, describe(err))
+                log.warning("watch interrupted", extra=fields(kind=self.resource.kind, error=describe(err)))
                 return False
             finally:
                 # Not current from the moment a watch ends until the next one has answered.

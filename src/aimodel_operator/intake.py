@@ -10,6 +10,7 @@ from aimodel_contract import Reason
 
 from . import api, metrics
 from .informer import rv_int
+from .logs import fields
 from .objects import Key, Manifest
 from .settings import COMPONENT
 from .status import Report, bound
@@ -99,7 +100,7 @@ class Intake:
             oldest_rs = min(by_rs, key=lambda r: by_rs[r].resource_version)
             del by_rs[oldest_rs]
         metrics.WORKER_REPORTS.labels(reason=report.reason).inc()
-        log.debug("report namespace=%s name=%s reason=%s pod=%s", key[0], key[1], report.reason, report.pod)
+        log.debug("report", extra=fields(namespace=key[0], name=key[1], reason=report.reason, pod=report.pod))
         self.on_report(key)
 
     def get(self, key: Key, replaced: Callable[[str], bool] | None = None) -> Report | None:

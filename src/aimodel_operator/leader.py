@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .kube import LEASES, ApiError, Kube, describe
+from .logs import fields
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,10 @@ class LeaderElector:
                 log.warning("lease renewal failed: %s", describe(err))
                 ok = False
             if ok and not self.leading.is_set():
-                log.info("leader election: acquired lease=%s/%s identity=%s", self.namespace, self.name, self.identity)
+                log.info(
+                    "leader election: acquired",
+                    extra=fields(lease=f"{self.namespace}/{self.name}", identity=self.identity),
+                )
                 self.leading.set()
             elif self.leading.is_set() and self.write_window() <= 0:
                 self._lost("renewals failed until the renew deadline")
@@ -159,7 +163,7 @@ class LeaderElector:
             await asyncio.sleep(self.retry_period)
 
     def _lost(self, why: str) -> None:
-        log.error("leader election: lost lease=%s/%s (%s); stopping", self.namespace, self.name, why)
+        log.error("leader election: lost, stopping", extra=fields(lease=f"{self.namespace}/{self.name}", why=why))
         # Workers wait on this before every reconcile, and every write checks the window.
         self._renewed_at = None
         self.leading.clear()

@@ -10,6 +10,7 @@ from typing import Any
 
 from . import api
 from .kube import EVENTS, Kube, NotLeading
+from .logs import fields
 from .objects import Manifest
 from .settings import COMPONENT
 from .status import bound, now
@@ -44,7 +45,7 @@ class Recorder:
             self._queue.put_nowait((model, kind, reason, message))
         except asyncio.QueueFull:
             meta = model["metadata"]
-            log.warning("event dropped namespace=%s name=%s reason=%s", meta["namespace"], meta["name"], reason)
+            log.warning("event dropped", extra=fields(namespace=meta["namespace"], name=meta["name"], reason=reason))
 
     async def _send(self) -> None:
         while True:
@@ -84,10 +85,11 @@ class Recorder:
         except asyncio.CancelledError:
             raise
         except NotLeading:
-            log.debug("event not posted (not leading) namespace=%s name=%s", meta["namespace"], meta["name"])
+            log.debug("event not posted (not leading)", extra=fields(namespace=meta["namespace"], name=meta["name"]))
         except Exception as err:
             log.warning(
-                "event not posted namespace=%s name=%s reason=%s: %s", meta["namespace"], meta["name"], reason, err
+                "event not posted",
+                extra=fields(namespace=meta["namespace"], name=meta["name"], reason=reason, error=str(err)),
             )
 
     async def stop(self, timeout: float = 5) -> None:

@@ -27,6 +27,7 @@ from typing import Any
 from . import api
 from . import status as status_mod
 from .kube import ApiError, Kube, Resource
+from .logs import fields
 from .objects import Key, Manifest
 
 log = logging.getLogger(__name__)
@@ -145,7 +146,7 @@ class StatusWriter:
             self._batch.pop(key, None)
         self._last[key] = now
         changed = sorted(k for k in new if (current or {}).get(k) != new[k])
-        log.info("status namespace=%s name=%s state=%s changed=%s", key[0], key[1], new["state"], ",".join(changed))
+        log.info("status", extra=fields(namespace=key[0], name=key[1], state=new["state"], changed=",".join(changed)))
         return Written.WRITTEN, result
 
 
