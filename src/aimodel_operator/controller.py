@@ -40,6 +40,7 @@ from .kube import (
     Resource,
 )
 from .logs import fields
+from .loop import DONE, Loop, Result
 from .objects import Key, Manifest, is_controlled_by, owner_key
 from .recorder import Recorder
 from .refs import SecretRefs
@@ -65,11 +66,6 @@ NOT_LEADING_RETRY_SECONDS = 2.0
 
 # Labelled Secrets listed per page (see Controller.__init__).
 SECRET_PAGE = 10
-
-
-class LookAgain(Exception):
-    """A child's name is someone else's, or still a deleted namesake's: the reconcile did what it
-    could and must look again later (reads only, until the name is free)."""
 
 
 def _keep_deployment(obj: Manifest) -> Manifest:
@@ -178,7 +174,6 @@ class Controller:
         self.applier = ChildApplier(kube, self.children)
         self.status_writer = StatusWriter(
             kube,
-            self.queue.add_after,
             writes_per_second=status_writes_per_second,
             burst=int(2 * status_writes_per_second),
         )
@@ -222,9 +217,14 @@ class Controller:
         if kind == "DELETED":
             self._model_gone(key)
             return
+        self._model_seen(key, obj)
+        self.queue.add(key)
+
+    def _model_seen(self, key: Key, obj: Manifest) -> None:
+        """A new version of the AIModel: what its children are built from may have changed."""
+        self._settled.pop(key, None)
         self._index_secret_ref(key, (builders.spec_of(obj).get("apiKeySecretRef") or {}).get("name"))
         metrics.MODELS.set(len(self.models))
-        self._wake(key)
 
     def _wake(self, key: Key) -> None:
         """Reconcile ``key`` in full: something its children are built from may have changed."""
@@ -301,10 +301,11 @@ class Controller:
         if key in self.models:
             self.queue.add(key)
 
-    def _workers(self, key: Key, deployment: Manifest | None) -> status_mod.Condition | None:
-        """The WorkersAvailable condition, from the kept pods of the current ReplicaSet."""
+    def _workers(self, key: Key, deployment: Manifest | None) -> tuple[status_mod.Condition | None, float | None]:
+        """The WorkersAvailable condition, from the kept pods of the current ReplicaSet, and the
+        seconds after which it must be computed again though no event may come (None: when one does)."""
         if deployment is None:
-            return None
+            return None, None
         namespace = key[0]
         pods = [p for name in self._pods_of.get(key, ()) if (p := self.pods.get(namespace, name)) is not None]
         revisions = self._revisions.get(key) or {}
@@ -314,11 +315,10 @@ class Controller:
         ready = int(dep_status.get("readyReplicas") or 0)
         now = time.time()
         left = grace_left(pods, now)
-        if left is not None:
-            # A crashed container running again is taken for a crash loop for a while; no pod event
-            # will say when that while is over.
-            self.queue.add_after(key, left + 1)
-        return summarize(desired, ready, dep_status.get("problems") or [], pods, current, now)
+        # A crashed container running again is taken for a crash loop for a while; no pod event
+        # will say when that while is over.
+        again = None if left is None else left + 1
+        return summarize(desired, ready, dep_status.get("problems") or [], pods, current, now), again
 
     def _replaced(self, key: Key, deployment: Manifest | None) -> Callable[[str], bool]:
         """Which ReplicaSets' pods may not speak for the current spec.
@@ -369,7 +369,8 @@ class Controller:
         self._gate = gate
         if gate is not None:
             await gate.wait()
-        self._tasks += [asyncio.create_task(self._worker(), name=f"worker-{n}") for n in range(self.workers)]
+        loop = Loop(self.queue, self.reconcile, self._on_failure, gate=gate, ready=self.models.current)
+        self._tasks += [asyncio.create_task(loop.run(), name=f"worker-{n}") for n in range(self.workers)]
         self._tasks.append(asyncio.create_task(self._resync(), name="resync"))
 
     def failed_tasks(self) -> list[str]:
@@ -402,50 +403,7 @@ class Controller:
             log.info("resync", extra=fields(models=len(keys)))
             metrics.RESYNC_CPU_SECONDS.inc(time.process_time() - started)
 
-    async def _worker(self) -> None:
-        while True:
-            key = await self.queue.get()
-            if self._gate is not None and not self._gate.is_set():
-                # Leadership lost: act no more (the process is stopping).
-                self.queue.done(key)
-                await self._gate.wait()
-                continue
-            if not self.models.current.is_set():
-                # The AIModel watch broke: until the relist says which models still exist, a
-                # reconcile could re-create the children of one deleted meanwhile.
-                await self.models.current.wait()
-            started = time.monotonic()
-            try:
-                await self.reconcile(key)
-            except asyncio.CancelledError:
-                raise
-            except NotLeading:
-                # Refused by the write fence: if leadership is really lost the process stops; if
-                # not (a renewal is on its way), the work must not be dropped.
-                log.debug("not leading: reconcile put off", extra=fields(namespace=key[0], name=key[1]))
-                self.queue.add_after(key, NOT_LEADING_RETRY_SECONDS)
-            except LookAgain:
-                # Already said in status: only look again later, with growing pauses.
-                self.queue.add_rate_limited(key, LOOK_AGAIN_MAX_SECONDS)
-            except ApiError as err:
-                if err.namespace_terminating:
-                    # The namespace, and with it the model, is going away: no retry, no noise.
-                    log.debug("namespace terminating", extra=fields(namespace=key[0], name=key[1]))
-                else:
-                    self._on_failure(key, err)
-            except Exception as err:
-                self._on_failure(key, err)
-            else:
-                self.queue.forget(key)
-                metrics.RECONCILES.labels(result="ok").inc()
-            finally:
-                metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
-                self.queue.done(key)
-
-    def _on_failure(self, key: Key, err: Exception) -> None:
-        first = self.queue.num_requeues(key) == 0
-        delay = self.queue.add_rate_limited(key)
-        metrics.RECONCILES.labels(result="error").inc()
+    def _on_failure(self, key: Key, err: Exception, delay: float, first: bool) -> None:
         log.warning(
             "reconcile failed", extra=fields(namespace=key[0], name=key[1], retry_in=round(delay, 1), error=str(err))
         )
@@ -455,15 +413,31 @@ class Controller:
 
     # -- the reconcile -----------------------------------------------------------
 
-    async def reconcile(self, key: Key) -> None:
+    async def reconcile(self, key: Key) -> Result:
+        """Reconcile one AIModel; the result says when to look at it again (loop.py). Raises for
+        what is to be retried with growing pauses."""
+        try:
+            return await self._reconcile(key)
+        except NotLeading:
+            # Refused by the write fence: if leadership is really lost the process stops; if
+            # not (a renewal is on its way), the work must not be dropped.
+            log.debug("not leading: reconcile put off", extra=fields(namespace=key[0], name=key[1]))
+            return Result(requeue_after=NOT_LEADING_RETRY_SECONDS)
+        except ApiError as err:
+            if not err.namespace_terminating:
+                raise
+            # The namespace, and with it the model, is going away: no retry, no noise.
+            log.debug("namespace terminating", extra=fields(namespace=key[0], name=key[1]))
+            return DONE
+
+    async def _reconcile(self, key: Key) -> Result:
         model = self.models.get(*key)
         if model is None or model["metadata"].get("deletionTimestamp"):
-            return
+            return DONE
         settled = self._settled.get(key)
         if settled is not None and settled[0] == model["metadata"].get("resourceVersion"):
             # Only a report or the workers' pods changed: the status is all there is to write.
-            await self._write_status(key, model, settled[1])
-            return
+            return await self._write_status(key, model, settled[1])
         await self.refs.load(model)
         ref_hash = self._ref_hash(model)
         started = None
@@ -488,13 +462,15 @@ class Controller:
             self._settled[key] = (model["metadata"].get("resourceVersion", ""), problem)
         else:
             self._settled.pop(key, None)
-        await self._write_status(key, model, problem)
+        result = await self._write_status(key, model, problem)
         if outcome.errors:
             raise outcome.errors[0]
         if outcome.conflicts or outcome.pending:
             # Nothing tells us when a stranger's object goes away (it is not in our caches), nor
-            # when garbage collection is done with a namesake's: look again, with growing pauses.
-            raise LookAgain("; ".join(outcome.conflicts) or "a child is held by a deleted namesake")
+            # when garbage collection is done with a namesake's: look again (reads only, the
+            # conflict already said in status), with growing pauses.
+            return Result(requeue_after=result.requeue_after, backoff_cap=LOOK_AGAIN_MAX_SECONDS)
+        return result
 
     def _referenced_secret(self, model: Manifest) -> dict[str, str] | None:
         """The hashed values of the Secret ``apiKeySecretRef`` names (None without a reference or when missing)."""
@@ -538,7 +514,7 @@ class Controller:
         log.info("reconciled", extra=fields(namespace=meta["namespace"], name=meta["name"], did=message))
         self.recorder.event(model, "Normal", "Reconciled", message[:1].upper() + message[1:])
 
-    async def _write_status(self, key: Key, model: Manifest, problem: status_mod.Condition | None) -> None:
+    async def _write_status(self, key: Key, model: Manifest, problem: status_mod.Condition | None) -> Result:
         meta = model["metadata"]
         deployment = self.children[DEPLOYMENTS.kind].get(meta["namespace"], builders.deployment_name(meta["name"]))
         if deployment is not None and not is_controlled_by(deployment, meta["uid"]):
@@ -548,6 +524,7 @@ class Controller:
         extra = (autoscaling,) if autoscaling is not None else ()
         report = self.intake.get(key, self._replaced(key, deployment))
         autoscaled = builders.autoscaled(model, self.settings, self.caps)
+        workers, again = self._workers(key, deployment)
         new = status_mod.compute(
             model,
             report,
@@ -555,12 +532,12 @@ class Controller:
             extra,
             problem=problem,
             autoscaled=autoscaled,
-            workers=self._workers(key, deployment),
+            workers=workers,
         )
-        result, answer = await self.status_writer.write(key, model, new)
+        result, answer, again_in = await self.status_writer.write(key, model, new)
         if result is Written.STALE:
-            await self._refresh(key, model)
-        elif result is Written.WRITTEN:
+            return (await self._refresh(key)).sooner(again)
+        if result is Written.WRITTEN:
             troubled = self._troubled.get(key, frozenset())
             self._announce(model, model.get("status") or {}, new, troubled)
             # Remembered across a rollout, so that the end of a problem is announced too.
@@ -575,8 +552,9 @@ class Controller:
                 if settled is not None:
                     # Our own status write changed nothing the children are built from.
                     self._settled[key] = (answer["metadata"].get("resourceVersion", ""), settled[1])
+        return Result(requeue_after=again_in).sooner(again)
 
-    async def _refresh(self, key: Key, model: Manifest) -> None:
+    async def _refresh(self, key: Key) -> Result:
         """The AIModel is not what we read: read it (the watch may lag), forget it if it is gone.
 
         Read with a list narrowed to its name: the operator's RBAC grants list and watch on
@@ -594,12 +572,13 @@ class Controller:
             # Gone: whatever the watch missed, forget it now.
             log.info("gone", extra=fields(namespace=key[0], name=key[1]))
             self._model_gone(key)
-            return
+            return DONE
         if self.models.remember(live):
-            self._model_event("MODIFIED", live)
-        else:
-            # The cache already holds what the API has: try again a little later.
-            self.queue.add_rate_limited(key, LOOK_AGAIN_MAX_SECONDS)
+            # What the watch has not brought yet: reconciled again in full, at once.
+            self._model_seen(key, live)
+            return Result(requeue_after=0)
+        # The cache already holds what the API has: try again a little later.
+        return Result(backoff_cap=LOOK_AGAIN_MAX_SECONDS)
 
     def _announce(
         self, model: Manifest, before: dict[str, Any], after: dict[str, Any], troubled: frozenset[str]

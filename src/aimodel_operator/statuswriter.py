@@ -21,8 +21,7 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import api
 from . import status as status_mod
@@ -43,18 +42,25 @@ class Written(enum.Enum):
     STALE = "stale"
 
 
+class Write(NamedTuple):
+    """What a status write did: its result, the API's answer when written, and when deferred, the
+    seconds after which the model should be looked at again (the writer never queues anything)."""
+
+    result: Written
+    answer: Manifest | None = None
+    again_in: float | None = None
+
+
 class StatusWriter:
     def __init__(
         self,
         kube: Kube,
-        requeue_after: Callable[[Key, float], None],
         batch_seconds: float = 1.0,
         max_batch_seconds: float = 30.0,
         writes_per_second: float = 100.0,
         burst: int = 200,
     ) -> None:
         self.kube = kube
-        self.requeue_after = requeue_after
         self.batch_seconds = batch_seconds
         self.max_batch_seconds = max_batch_seconds
         # When the last status write happened, or the first batch of a new model opened.
@@ -98,11 +104,11 @@ class StatusWriter:
             batch = self.batch_seconds
         return batch
 
-    async def write(self, key: Key, model: Manifest, new: dict[str, Any]) -> tuple[Written, Manifest | None]:
-        """Write ``new`` if it differs from the model's status. Returns what happened and the API's answer."""
+    async def write(self, key: Key, model: Manifest, new: dict[str, Any]) -> Write:
+        """Write ``new`` if it differs from the model's status, now or (deferred) later."""
         current = model.get("status")
         if not status_mod.differs(current, new):
-            return Written.UNCHANGED, None
+            return Write(Written.UNCHANGED)
         batched = not status_mod.urgent(current, new)
         if batched:
             now = time.monotonic()
@@ -111,13 +117,11 @@ class StatusWriter:
             opened = self._last.setdefault(key, now)
             wait = opened + batch - now
             if wait > 0:
-                self.requeue_after(key, wait)
-                return Written.DEFERRED, None
+                return Write(Written.DEFERRED, again_in=wait)
         if current and not critical(current, new):
             wait = self._spread(key, time.monotonic())
             if wait > 0:
-                self.requeue_after(key, wait)
-                return Written.DEFERRED, None
+                return Write(Written.DEFERRED, again_in=wait)
         meta = model["metadata"]
         body = {
             "apiVersion": api.API_VERSION,
@@ -136,7 +140,7 @@ class StatusWriter:
             result = await self.kube.apply_to(AIMODELS, body, subresource="status")
         except ApiError as err:
             if err.status in (404, 409):
-                return Written.STALE, None
+                return Write(Written.STALE)
             raise
         now = time.monotonic()
         if batched:
@@ -147,7 +151,7 @@ class StatusWriter:
         self._last[key] = now
         changed = sorted(k for k in new if (current or {}).get(k) != new[k])
         log.info("status", extra=fields(namespace=key[0], name=key[1], state=new["state"], changed=",".join(changed)))
-        return Written.WRITTEN, result
+        return Write(Written.WRITTEN, result)
 
 
 def critical(current: dict[str, Any], new: dict[str, Any]) -> bool:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from aimodel_operator.controller import Controller
+from aimodel_operator.controller import LOOK_AGAIN_MAX_SECONDS, Controller
+from aimodel_operator.loop import DONE, Result
 from aimodel_operator.settings import Settings
 from aimodel_operator.statuswriter import AIMODELS
 
@@ -36,9 +37,20 @@ def model(rv: str) -> dict:
 async def test_refresh_lists_the_model_by_name(found):
     kube = Kube([model("8")] if found else [])
     controller = Controller(kube, Settings())
-    await controller._refresh(KEY, model("7"))
+    result = await controller._refresh(KEY)
     assert kube.calls == [("list", AIMODELS.plural, "ns", {"fieldSelector": "metadata.name=m"})]
     if found:
         assert controller.models.get(*KEY)["metadata"]["resourceVersion"] == "8"
+        # Newer than the cache: reconciled again in full, at once (the loop requeues it).
+        assert result == Result(requeue_after=0)
     else:
         assert controller.models.get(*KEY) is None
+        assert result == DONE
+
+
+async def test_refresh_finding_what_the_cache_holds_looks_again_with_growing_pauses():
+    kube = Kube([model("8")])
+    controller = Controller(kube, Settings())
+    controller.models.remember(model("8"))
+    result = await controller._refresh(KEY)
+    assert result == Result(backoff_cap=LOOK_AGAIN_MAX_SECONDS)

@@ -35,13 +35,15 @@ def failed(message):
 async def test_flood_of_messages_costs_a_handful_of_writes(monkeypatch):
     clock = [1000.0]
     monkeypatch.setattr(statuswriter.time, "monotonic", lambda: clock[0])
-    api, requeued = Api(), []
-    writer = StatusWriter(api, lambda key, delay: requeued.append(delay), batch_seconds=1, max_batch_seconds=8)
+    api = Api()
+    writer = StatusWriter(api, batch_seconds=1, max_batch_seconds=8)
     current = failed("GeneralError: 0")
     # A new report every 0.1 s for 60 s: each one a reconcile that wants a new message.
     for n in range(1, 601):
         clock[0] += 0.1
-        result, _ = await writer.write(KEY, model(current), failed(f"GeneralError: {n}"))
+        result, _, again_in = await writer.write(KEY, model(current), failed(f"GeneralError: {n}"))
+        # Deferred: the writer says when to look again (it queues nothing itself).
+        assert (again_in is not None and 0 < again_in <= 8) == (result is Written.DEFERRED)
         if result is Written.WRITTEN:
             current = api.written[-1]["status"]
     # Batches of 1, 2, 4, then 8 s: about 60 / 8 + 3 writes instead of 600.
@@ -54,13 +56,13 @@ async def test_urgent_changes_are_written_at_once_and_quiet_resets_the_batch(mon
     clock = [1000.0]
     monkeypatch.setattr(statuswriter.time, "monotonic", lambda: clock[0])
     api = Api()
-    writer = StatusWriter(api, lambda key, delay: None, batch_seconds=1, max_batch_seconds=8)
+    writer = StatusWriter(api, batch_seconds=1, max_batch_seconds=8)
     running = {"state": "Running", "message": "ok", "observedGeneration": 1, "conditions": []}
-    result, _ = await writer.write(KEY, model(running), failed("GeneralError: x"))
+    result, _, _ = await writer.write(KEY, model(running), failed("GeneralError: x"))
     assert result is Written.WRITTEN
     clock[0] += 100  # quiet
     assert writer._batch_for(KEY, clock[0]) == 1
-    result, _ = await writer.write(KEY, model(failed("GeneralError: x")), failed("GeneralError: x"))
+    result, _, _ = await writer.write(KEY, model(failed("GeneralError: x")), failed("GeneralError: x"))
     assert result is Written.UNCHANGED
 
 
@@ -81,20 +83,20 @@ async def test_a_thousand_models_losing_their_pods_at_once_are_written_at_a_boun
     monkeypatch.setattr(statuswriter.time, "monotonic", lambda: clock[0])
     api = Api()
     due: dict[tuple[str, str], float] = {}
-    writer = StatusWriter(
-        api, lambda key, delay: due.__setitem__(key, clock[0] + delay), writes_per_second=100, burst=200
-    )
+    writer = StatusWriter(api, writes_per_second=100, burst=200)
     keys = [("ns", f"m{i}") for i in range(1000)]
     for key in keys:
-        result, _ = await writer.write(key, model(running("True")), running("False"))
+        result, _, again_in = await writer.write(key, model(running("True")), running("False"))
         assert result in (Written.WRITTEN, Written.DEFERRED)
+        if again_in is not None:
+            due[key] = clock[0] + again_in
     assert len(api.written) == 200, "the burst at once"
     assert len(due) == 800
     # Deferred models come back when told; each then writes exactly in its slot.
     per_second: dict[int, int] = {}
     for key, when in sorted(due.items(), key=lambda item: item[1]):
         clock[0] = when
-        result, _ = await writer.write(key, model(running("True")), running("False"))
+        result, _, _ = await writer.write(key, model(running("True")), running("False"))
         assert result is Written.WRITTEN
         per_second[int(when - 1000)] = per_second.get(int(when - 1000), 0) + 1
     assert len(api.written) == 1000
@@ -103,10 +105,10 @@ async def test_a_thousand_models_losing_their_pods_at_once_are_written_at_a_boun
 
     # Meanwhile (the bucket is empty again): a worker's report and a spec change go at once.
     for key in keys[:50]:
-        result, _ = await writer.write(key, model(running("True")), running("False"))
+        result, _, _ = await writer.write(key, model(running("True")), running("False"))
     writes = len(api.written)
-    result, _ = await writer.write(("ns", "urgent"), model(running("True")), failed("GeneralError: x"))
+    result, _, _ = await writer.write(("ns", "urgent"), model(running("True")), failed("GeneralError: x"))
     assert result is Written.WRITTEN
-    result, _ = await writer.write(("ns", "spec"), model(running("True")), running("True", generation=2))
+    result, _, _ = await writer.write(("ns", "spec"), model(running("True")), running("True", generation=2))
     assert result is Written.WRITTEN
     assert len(api.written) == writes + 2
