@@ -40,7 +40,7 @@ from .kube import (
     Resource,
 )
 from .logs import fields
-from .loop import DONE, Loop, Result
+from .loop import DONE, Failed, Loop, Result
 from .objects import Key, Manifest, is_controlled_by, owner_key
 from .recorder import Recorder
 from .refs import SecretRefs
@@ -418,17 +418,18 @@ class Controller:
         what is to be retried with growing pauses."""
         try:
             return await self._reconcile(key)
-        except NotLeading:
-            # Refused by the write fence: if leadership is really lost the process stops; if
-            # not (a renewal is on its way), the work must not be dropped.
-            log.debug("not leading: reconcile put off", extra=fields(namespace=key[0], name=key[1]))
-            return Result(requeue_after=NOT_LEADING_RETRY_SECONDS)
-        except ApiError as err:
-            if not err.namespace_terminating:
-                raise
-            # The namespace, and with it the model, is going away: no retry, no noise.
-            log.debug("namespace terminating", extra=fields(namespace=key[0], name=key[1]))
-            return DONE
+        except Exception as err:
+            cause = err.cause if isinstance(err, Failed) else err
+            if isinstance(cause, NotLeading):
+                # Refused by the write fence: if leadership is really lost the process stops; if
+                # not (a renewal is on its way), the work must not be dropped.
+                log.debug("not leading: reconcile put off", extra=fields(namespace=key[0], name=key[1]))
+                return Result(requeue_after=NOT_LEADING_RETRY_SECONDS)
+            if isinstance(cause, ApiError) and cause.namespace_terminating:
+                # The namespace, and with it the model, is going away: no retry, no noise.
+                log.debug("namespace terminating", extra=fields(namespace=key[0], name=key[1]))
+                return DONE
+            raise
 
     async def _reconcile(self, key: Key) -> Result:
         model = self.models.get(*key)
@@ -464,7 +465,7 @@ class Controller:
             self._settled.pop(key, None)
         result = await self._write_status(key, model, problem)
         if outcome.errors:
-            raise outcome.errors[0]
+            raise Failed(outcome.errors[0], result.requeue_after)
         if outcome.conflicts or outcome.pending:
             # Nothing tells us when a stranger's object goes away (it is not in our caches), nor
             # when garbage collection is done with a namesake's: look again (reads only, the

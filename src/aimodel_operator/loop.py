@@ -8,7 +8,8 @@ the queue. Nothing here knows what is reconciled.
   key's failure count is cleared);
 - a ``Result`` with ``backoff_cap``: run again with growing pauses (0.5 s, 1 s, 2 s, ... up to the
   cap) for as long as the reconcile keeps answering so (waiting for something no event announces);
-- an exception: a failure, run again with growing pauses up to the queue's maximum;
+- an exception: a failure, run again with growing pauses up to the queue's maximum (``Failed``:
+  and after its ``requeue_after`` at the latest);
 - ``Result()``: done until an event queues the key again.
 """
 
@@ -38,6 +39,16 @@ class Result:
 
 
 DONE = Result()
+
+
+class Failed(Exception):
+    """A failure of a reconcile that had also learned when to look again (a deferred status
+    write, a grace period): retried with growing pauses, and after ``requeue_after`` at the latest."""
+
+    def __init__(self, cause: Exception, requeue_after: float | None) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.requeue_after = requeue_after
 
 
 class Flag(Protocol):
@@ -96,8 +107,10 @@ class Loop:
         except Exception as err:
             first = self.queue.num_requeues(key) == 0
             delay = self.queue.add_rate_limited(key)
+            if isinstance(err, Failed) and err.requeue_after is not None:
+                self.queue.add_after(key, err.requeue_after)
             metrics.RECONCILES.labels(result="error").inc()
-            self.on_error(key, err, delay, first)
+            self.on_error(key, err.cause if isinstance(err, Failed) else err, delay, first)
         else:
             metrics.RECONCILES.labels(result="ok").inc()
             self.requeue(key, result)

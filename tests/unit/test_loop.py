@@ -8,7 +8,7 @@ import itertools
 
 import pytest
 
-from aimodel_operator.loop import DONE, Loop, Result
+from aimodel_operator.loop import DONE, Failed, Loop, Result
 from aimodel_operator.workqueue import WorkQueue
 
 KEY = ("ns", "m")
@@ -153,3 +153,14 @@ async def test_a_reconcile_waits_until_the_caches_are_current():
 )
 def test_sooner_keeps_the_earliest(result, seconds, expected):
     assert result.sooner(seconds) == expected
+
+
+async def test_a_failure_that_knows_when_to_look_again_is_retried_by_then_at_the_latest():
+    """A reconcile that deferred its status write and then failed: the retry comes when the
+    status is due, not after a failure pause that has grown longer."""
+    queue = WorkQueue(base_delay=5, max_delay=60)
+    boom = RuntimeError("refused")
+    fake = Fake(Failed(boom, requeue_after=0.05), DONE)
+    await run(fake, queue)
+    assert len(fake.calls) == 2 and gaps(fake.calls)[0] < 1
+    assert fake.errors[0][0] is boom, "the cause is what is told"
