@@ -36,7 +36,7 @@ from . import builders, diff
 from .informer import Informer
 from .kube import ApiError, Kube
 from .logs import fields
-from .objects import Manifest, aimodel_controller, is_controlled_by
+from .objects import Key, Manifest, aimodel_controller, is_controlled_by
 from .scoped import Scoped
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,21 @@ class ChildApplier:
         self.kube = kube
         self.informers = informers
         # (kind, namespace, name) found to be someone else's: read before any write until free.
-        self.strangers: set[tuple[str, str, str]] = set()
+        # Per AIModel, the (kind, name) of its children found to be someone else's.
+        self.strangers: dict[Key, set[tuple[str, str]]] = {}
+
+    def forget(self, key: Key) -> None:
+        """The AIModel is gone: nothing of it is kept."""
+        self.strangers.pop(key, None)
+
+    def _stranger(self, key: Key, kind: str, name: str, held: bool) -> None:
+        names = self.strangers.setdefault(key, set())
+        if held:
+            names.add((kind, name))
+            return
+        names.discard((kind, name))
+        if not names:
+            del self.strangers[key]
 
     async def apply_all(self, model: Manifest, desired: list[Manifest]) -> Outcome:
         """Apply every child that differs, each once its dependencies are in place."""
@@ -162,19 +176,19 @@ class ChildApplier:
         ns = model["metadata"]["namespace"]
         informer = self.informers[kind]
         cached = informer.get(ns, name)
-        stranger = (kind, ns, name)
-        if cached is None and stranger in self.strangers:
+        key = (ns, model["metadata"]["name"])
+        if cached is None and (kind, name) in self.strangers.get(key, ()):
             # Someone else's before: look (a read) until the name is free or the object ours.
             cached = await self.kube.get(informer.resource, ns, name)
             if cached is None:
-                self.strangers.discard(stranger)
+                self._stranger(key, kind, name, held=False)
         if cached is not None:
             try:
                 judge(model, cached)
             except ChildConflict:
-                self.strangers.add(stranger)
+                self._stranger(key, kind, name, held=True)
                 raise
-            self.strangers.discard(stranger)
+            self._stranger(key, kind, name, held=False)
             if not diff.needs_apply(desired, cached):
                 informer.remember(cached)
                 return False
@@ -223,7 +237,7 @@ class ChildApplier:
         try:
             judge(model, live)
         except ChildConflict:
-            self.strangers.add((desired["kind"], meta["namespace"], meta["name"]))
+            self._stranger((meta["namespace"], model["metadata"]["name"]), desired["kind"], meta["name"], held=True)
             raise
         # Ours, though the cache did not show it (a label removed, a cache behind the API).
         if not diff.needs_apply(desired, live):

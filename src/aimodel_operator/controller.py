@@ -113,6 +113,28 @@ def _keep_replica_set(obj: Manifest) -> Manifest:
     }
 
 
+# Informer indexes: the worker pods and ReplicaSets of a model, the models that reference a Secret.
+BY_MODEL = "model"
+BY_SECRET_REF = "apiKeySecretRef"
+
+
+def _of_model(obj: Manifest) -> tuple[str, ...]:
+    """``namespace/name`` of the AIModel whose workers ``obj`` belongs to (its model label)."""
+    meta = obj["metadata"]
+    model = (meta.get("labels") or {}).get(builders.LABEL_MODEL)
+    return (f"{meta.get('namespace', '')}/{model}",) if model else ()
+
+
+def _secret_ref(obj: Manifest) -> tuple[str, ...]:
+    """``namespace/name`` of the Secret the AIModel's apiKeySecretRef names."""
+    name = (builders.spec_of(obj).get("apiKeySecretRef") or {}).get("name")
+    return (f"{obj['metadata'].get('namespace', '')}/{name}",) if name else ()
+
+
+def _index_value(key: Key) -> str:
+    return f"{key[0]}/{key[1]}"
+
+
 def _revision(obj: Manifest) -> int:
     try:
         return int(obj["metadata"]["annotations"][REVISION])
@@ -177,14 +199,11 @@ class Controller:
             writes_per_second=status_writes_per_second,
             burst=int(2 * status_writes_per_second),
         )
+        # Indexes kept by the informers with their caches (forgetting an object forgets it there).
+        self.models.add_index(BY_SECRET_REF, _secret_ref, emptied=self._secret_unreferenced)
+        self.replica_sets.add_index(BY_MODEL, _of_model)
+        self.pods.add_index(BY_MODEL, _of_model)
         self.synced = asyncio.Event()
-        # apiKeySecretRef index: (namespace, Secret name) -> names of the AIModels that reference it.
-        self._secret_refs: dict[Key, set[str]] = {}
-        self._ref_of: dict[Key, str] = {}
-        # Deployment revisions per AIModel: {ReplicaSet name: revision}, to tell replaced pods' reports.
-        self._revisions: dict[Key, dict[str, int]] = {}
-        # Worker pods per AIModel: names of its pods in the pod cache.
-        self._pods_of: dict[Key, set[str]] = {}
         # Per AIModel, the condition types whose problem its status has shown since they were last good.
         self._troubled: dict[Key, frozenset[str]] = {}
         # Per AIModel whose children were all in place at the last reconcile: the model's
@@ -223,7 +242,6 @@ class Controller:
     def _model_seen(self, key: Key, obj: Manifest) -> None:
         """A new version of the AIModel: what its children are built from may have changed."""
         self._settled.pop(key, None)
-        self._index_secret_ref(key, (builders.spec_of(obj).get("apiKeySecretRef") or {}).get("name"))
         metrics.MODELS.set(len(self.models))
 
     def _wake(self, key: Key) -> None:
@@ -238,23 +256,13 @@ class Controller:
         self.queue.drop(key)
         self.status_writer.forget(key)
         self.intake.drop(key)
-        self._index_secret_ref(key, None)
+        self.applier.forget(key)
         metrics.MODELS.set(len(self.models))
 
-    def _index_secret_ref(self, key: Key, secret: str | None) -> None:
-        old = self._ref_of.get(key)
-        if old == secret:
-            return
-        if old is not None:
-            names = self._secret_refs.get((key[0], old), set())
-            names.discard(key[1])
-            if not names:
-                self._secret_refs.pop((key[0], old), None)
-                self.refs.forget((key[0], old))
-            del self._ref_of[key]
-        if secret:
-            self._ref_of[key] = secret
-            self._secret_refs.setdefault((key[0], secret), set()).add(key[1])
+    def _secret_unreferenced(self, value: str) -> None:
+        """No AIModel references this Secret anymore: its hashed values are not kept."""
+        namespace, _, name = value.partition("/")
+        self.refs.forget((namespace, name))
 
     def _child_event(self, kind: str, obj: Manifest) -> None:
         key = owner_key(obj)
@@ -263,52 +271,44 @@ class Controller:
 
     def _secret_event(self, kind: str, obj: Manifest) -> None:
         meta = obj["metadata"]
-        for name in self._secret_refs.get((meta.get("namespace", ""), meta["name"]), ()):
-            self._wake((meta["namespace"], name))
+        for key in self.models.by_index(BY_SECRET_REF, f"{meta.get('namespace', '')}/{meta['name']}"):
+            self._wake(key)
 
     def _replica_set_event(self, kind: str, obj: Manifest) -> None:
-        meta = obj["metadata"]
-        model = (meta.get("labels") or {}).get(builders.LABEL_MODEL)
-        if not model:
-            return
-        key = (meta.get("namespace", ""), model)
-        revisions = self._revisions.setdefault(key, {})
-        if kind == "DELETED":
-            revisions.pop(meta["name"], None)
-            if not revisions:
-                del self._revisions[key]
-        else:
-            known = meta["name"] in revisions
-            revisions[meta["name"]] = _revision(obj)
-            if not known and key in self.models:
-                # A rollout's new ReplicaSet: reports held back until it was known can now be judged.
-                self.queue.add(key)
+        key = self._model_of(obj)
+        if key is not None and kind == "ADDED" and key in self.models:
+            # A rollout's new ReplicaSet: reports held back until it was known can now be judged.
+            self.queue.add(key)
 
     def _pod_event(self, kind: str, obj: Manifest) -> None:
-        meta = obj["metadata"]
-        model = (meta.get("labels") or {}).get(builders.LABEL_MODEL)
-        if not model:
-            return
-        key = (meta.get("namespace", ""), model)
-        if kind == "DELETED":
-            names = self._pods_of.get(key)
-            if names is not None:
-                names.discard(meta["name"])
-                if not names:
-                    del self._pods_of[key]
-        else:
-            self._pods_of.setdefault(key, set()).add(meta["name"])
-        if key in self.models:
+        key = self._model_of(obj)
+        if key is not None and key in self.models:
             self.queue.add(key)
+
+    @staticmethod
+    def _model_of(obj: Manifest) -> Key | None:
+        values = _of_model(obj)
+        if not values:
+            return None
+        namespace, _, name = values[0].partition("/")
+        return namespace, name
+
+    def _revisions(self, key: Key) -> dict[str, int]:
+        """The Deployment revision of each of the model's ReplicaSets, to tell replaced pods' reports."""
+        out = {}
+        for rs_key in self.replica_sets.by_index(BY_MODEL, _index_value(key)):
+            rs = self.replica_sets.get(*rs_key)
+            if rs is not None:
+                out[rs_key[1]] = _revision(rs)
+        return out
 
     def _workers(self, key: Key, deployment: Manifest | None) -> tuple[status_mod.Condition | None, float | None]:
         """The WorkersAvailable condition, from the kept pods of the current ReplicaSet, and the
         seconds after which it must be computed again though no event may come (None: when one does)."""
         if deployment is None:
             return None, None
-        namespace = key[0]
-        pods = [p for name in self._pods_of.get(key, ()) if (p := self.pods.get(namespace, name)) is not None]
-        revisions = self._revisions.get(key) or {}
+        pods = [p for k in self.pods.by_index(BY_MODEL, _index_value(key)) if (p := self.pods.get(*k)) is not None]
+        revisions = self._revisions(key)
         current = max(revisions, key=revisions.__getitem__) if revisions else None
         dep_status = deployment.get("status") or {}
         desired = int((deployment.get("spec") or {}).get("replicas", dep_status.get("replicas") or 0))
@@ -327,7 +327,7 @@ class Controller:
         observed, or its revision's ReplicaSet not yet seen, every one: a report naming a pod
         waits until it is known whether that pod runs the current template.
         """
-        revisions = self._revisions.get(key) or {}
+        revisions = self._revisions(key)
         newest = max(revisions.values(), default=0)
         if deployment is not None:
             meta, dep_status = deployment["metadata"], deployment.get("status") or {}

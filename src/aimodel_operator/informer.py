@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from .kube import ApiError, Kube, Resource, WatchIdle, describe, sleep_backoff
 from .logs import fields
@@ -21,6 +21,8 @@ from .objects import Key, Manifest, key_of
 log = logging.getLogger(__name__)
 
 Handler = Callable[[str, Manifest], None]
+# What an index files an object under (its kept form): none, one or several values.
+Indexer = Callable[[Manifest], Iterable[str]]
 
 # How many times in a row discovery must say that an optional kind is gone
 # (at ``absent_retry`` intervals) before a kind that was served is taken as uninstalled.
@@ -87,6 +89,11 @@ class Informer:
         self.on_availability: Callable[[bool], None] | None = None
         self._absent_seen = 0
         self.relists = 0
+        # Secondary indexes (client-go's Indexers): name -> (value -> keys), kept with the store.
+        self._indexers: dict[str, Indexer] = {}
+        self._index: dict[str, dict[str, set[Key]]] = {}
+        self._emptied: dict[str, Callable[[str], None]] = {}
+        self._values_of: dict[Key, dict[str, tuple[str, ...]]] = {}
 
     # -- the cache ---------------------------------------------------------------
 
@@ -104,20 +111,70 @@ class Informer:
     def __len__(self) -> int:
         return len(self.store)
 
-    def _encode(self, obj: Manifest) -> tuple[int, bytes]:
-        return rv_int(obj), json.dumps(self.transform(obj), separators=(",", ":")).encode()
+    # -- indexes -------------------------------------------------------------------------
+
+    def add_index(self, name: str, indexer: Indexer, emptied: Callable[[str], None] | None = None) -> None:
+        """Index the cache by what ``indexer`` returns for each kept object (after the transform),
+        before the informer runs. ``emptied(value)``: called when no object has ``value`` anymore."""
+        if self.store:
+            raise RuntimeError("indexes are added before the informer runs")
+        self._indexers[name] = indexer
+        self._index[name] = {}
+        if emptied is not None:
+            self._emptied[name] = emptied
+
+    def by_index(self, name: str, value: str) -> list[Key]:
+        """The keys of the cached objects ``name``'s indexer gives ``value``."""
+        return sorted(self._index[name].get(value, ()))
+
+    def _reindex(self, key: Key, kept: Manifest | None) -> None:
+        old = self._values_of.pop(key, {})
+        new = {name: tuple(indexer(kept)) for name, indexer in self._indexers.items()} if kept is not None else {}
+        if any(new.values()):
+            self._values_of[key] = new
+        for name, index in self._index.items():
+            before, after = old.get(name, ()), new.get(name, ())
+            if before == after:
+                continue
+            for value in before:
+                keys = index.get(value)
+                if keys is not None:
+                    keys.discard(key)
+                    if not keys:
+                        del index[value]
+                        if name in self._emptied and value not in after:
+                            self._emptied[name](value)
+            for value in after:
+                index.setdefault(value, set()).add(key)
+
+    # -- the store -------------------------------------------------------------------------
+
+    def _put(self, key: Key, obj: Manifest) -> tuple[int, bytes]:
+        rv = rv_int(obj)
+        kept = self.transform(obj)
+        entry = rv, json.dumps(kept, separators=(",", ":")).encode()
+        self.store[key] = entry
+        if self._indexers:
+            self._reindex(key, kept)
+        return entry
+
+    def _drop(self, key: Key) -> tuple[int, bytes] | None:
+        entry = self.store.pop(key, None)
+        if self._indexers and entry is not None:
+            self._reindex(key, None)
+        return entry
 
     def remember(self, obj: Manifest) -> bool:
         """Store an object we just wrote, unless the watch already brought a newer one. True when stored."""
         key = key_of(obj)
         current = self.store.get(key)
         if current is None or rv_int(obj) > current[0]:
-            self.store[key] = self._encode(obj)
+            self._put(key, obj)
             return True
         return False
 
     def forget(self, namespace: str, name: str) -> None:
-        self.store.pop((namespace, name), None)
+        self._drop((namespace, name))
 
     # -- events --------------------------------------------------------------------
 
@@ -128,15 +185,14 @@ class Informer:
             if self.keep and (current is None or current[0] > rv_int(obj)):
                 # Not cached, or what is cached is newer than the deletion: a successor.
                 return
-            self.store.pop(key, None)
+            self._drop(key)
         elif self.keep:
             current = self.store.get(key)
             # Not newer than what we hold: the echo of our own write (remembered from its
             # response) or a stale event. Nothing to store, nothing to react to.
             if current is not None and current[0] >= rv_int(obj):
                 return
-            encoded = self._encode(obj)
-            self.store[key] = encoded
+            encoded = self._put(key, obj)
             if current is not None and current[1] == encoded[1]:
                 # Newer, but nothing the operator keeps of it changed (a transform without the
                 # resourceVersion, e.g. a pod's): nothing to react to.
@@ -226,7 +282,7 @@ class Informer:
         if self.available is not False:
             log.info("kind unavailable", extra=fields(kind=self.resource.kind, available=False, status=err.status))
         for key in list(self.store):
-            _, raw = self.store.pop(key)
+            _, raw = self._drop(key) or (0, b"")
             self._notify("DELETED", json.loads(raw))
         self._set_available(False)
         self.synced.set()
@@ -260,7 +316,7 @@ class Informer:
         # (remembered from a write made meanwhile) is not; the watch from the list brings it.
         list_rv = int(rv) if rv.isdigit() else 0
         for key in [key for key, (obj_rv, _) in self.store.items() if key not in seen and obj_rv <= list_rv]:
-            _, raw = self.store.pop(key)
+            _, raw = self._drop(key) or (0, b"")
             self._notify("DELETED", json.loads(raw))
         return rv
 

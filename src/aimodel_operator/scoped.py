@@ -12,7 +12,7 @@ import asyncio
 import itertools
 from collections.abc import Callable, Iterator
 
-from .informer import Informer
+from .informer import Indexer, Informer
 from .objects import Key, Manifest
 
 
@@ -65,6 +65,13 @@ class Scoped:
         part = self.parts.get(namespace)
         if part is not None:
             part.forget(namespace, name)
+
+    def add_index(self, name: str, indexer: Indexer, emptied: Callable[[str], None] | None = None) -> None:
+        for part in self.parts.values():
+            part.add_index(name, indexer, emptied)
+
+    def by_index(self, name: str, value: str) -> list[Key]:
+        return [key for part in self.parts.values() for key in part.by_index(name, value)]
 
     @property
     def relists(self) -> int:
