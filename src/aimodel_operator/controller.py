@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import builders, conditions, metrics
+from . import builders, caches, conditions, metrics
 from . import status as status_mod
 from .api import DEFAULT_API_KEY_SECRET_KEY
 from .builders import Capabilities
@@ -47,7 +47,7 @@ from .refs import SecretRefs
 from .scoped import Scoped
 from .settings import FIELD_MANAGER, Settings
 from .statuswriter import AIMODELS, StatusWriter, Written
-from .workers import deployment_problems, grace_left, keep_pod, summarize
+from .workers import grace_left, keep_pod, summarize
 from .workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
@@ -55,91 +55,12 @@ log = logging.getLogger(__name__)
 LABELLED_CHILDREN = (SERVICE_ACCOUNTS, ROLES, ROLE_BINDINGS, DEPLOYMENTS)
 KEDA_RESOURCES = (SCALED_OBJECTS, TRIGGER_AUTHS)
 MANAGED = f"{builders.LABEL_MANAGED_BY}={FIELD_MANAGER}"
-REVISION = "deployment.kubernetes.io/revision"
 
 # A name taken by someone else, or held by a deleted namesake, is looked at again (a read, never a
 # write) after 0.5 s, 1 s, 2 s, ... and at most this far apart.
 LOOK_AGAIN_MAX_SECONDS = 30.0
 # A reconcile refused by the leader's write fence is tried again after about a renewal period.
 NOT_LEADING_RETRY_SECONDS = 2.0
-
-
-# Labelled Secrets listed per page (see Controller.__init__).
-SECRET_PAGE = 10
-
-
-def _keep_deployment(obj: Manifest) -> Manifest:
-    strip(obj)
-    status = obj.get("status")
-    if status is not None:
-        # Of its conditions only the problems (refused pods, a stalled rollout); the others
-        # change their timestamps all the time.
-        problems = deployment_problems(obj)
-        status.pop("conditions", None)
-        if problems:
-            status["problems"] = problems
-    return obj
-
-
-def _keep_secret(obj: Manifest) -> Manifest:
-    """A labelled Secret: whole when an AIModel controls it (its data is compared with what we
-    would apply); one that merely carries our label keeps its metadata only."""
-    if owner_key(obj) is not None:
-        return strip(obj)
-    meta = obj["metadata"]
-    return {
-        "metadata": {
-            k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "ownerReferences") if k in meta
-        }
-    }
-
-
-def _keep_name(obj: Manifest) -> Manifest:
-    """Of any Secret in the cluster, what tells that it exists and when it changed."""
-    meta = obj["metadata"]
-    return {"metadata": {k: meta[k] for k in ("name", "namespace", "resourceVersion") if k in meta}}
-
-
-def _keep_replica_set(obj: Manifest) -> Manifest:
-    meta = obj["metadata"]
-    return {
-        "metadata": {
-            "name": meta["name"],
-            "namespace": meta.get("namespace"),
-            "resourceVersion": meta.get("resourceVersion"),
-            "labels": {builders.LABEL_MODEL: (meta.get("labels") or {}).get(builders.LABEL_MODEL, "")},
-            "annotations": {REVISION: (meta.get("annotations") or {}).get(REVISION, "0")},
-        }
-    }
-
-
-# Informer indexes: the worker pods and ReplicaSets of a model, the models that reference a Secret.
-BY_MODEL = "model"
-BY_SECRET_REF = "apiKeySecretRef"
-
-
-def _of_model(obj: Manifest) -> tuple[str, ...]:
-    """``namespace/name`` of the AIModel whose workers ``obj`` belongs to (its model label)."""
-    meta = obj["metadata"]
-    model = (meta.get("labels") or {}).get(builders.LABEL_MODEL)
-    return (f"{meta.get('namespace', '')}/{model}",) if model else ()
-
-
-def _secret_ref(obj: Manifest) -> tuple[str, ...]:
-    """``namespace/name`` of the Secret the AIModel's apiKeySecretRef names."""
-    name = (builders.spec_of(obj).get("apiKeySecretRef") or {}).get("name")
-    return (f"{obj['metadata'].get('namespace', '')}/{name}",) if name else ()
-
-
-def _index_value(key: Key) -> str:
-    return f"{key[0]}/{key[1]}"
-
-
-def _revision(obj: Manifest) -> int:
-    try:
-        return int(obj["metadata"]["annotations"][REVISION])
-    except (KeyError, ValueError):
-        return 0
 
 
 class Controller:
@@ -171,7 +92,7 @@ class Controller:
             res.kind: informer(
                 res,
                 self._child_event,
-                _keep_deployment if res is DEPLOYMENTS else strip,
+                caches.keep_deployment if res is DEPLOYMENTS else strip,
                 optional=res in KEDA_RESOURCES,
                 labelSelector=MANAGED,
             )
@@ -183,12 +104,14 @@ class Controller:
         # Small pages: anyone may put our label on a large Secret of theirs, and a page is
         # parsed whole before the transform drops what is not ours (10 Secrets of 1 MiB at most).
         self.children[SECRETS.kind] = informer(
-            SECRETS, self._child_event, _keep_secret, labelSelector=MANAGED, page_size=SECRET_PAGE
+            SECRETS, self._child_event, caches.keep_secret, labelSelector=MANAGED, page_size=caches.SECRET_PAGE
         )
-        self.secret_names = informer(SECRETS, self._secret_event, _keep_name, metadata_only=True)
+        self.secret_names = informer(SECRETS, self._secret_event, caches.keep_name, metadata_only=True)
         self.refs = SecretRefs(kube, self.secret_names)
         self.children[SCALED_OBJECTS.kind].on_availability = self._keda_availability
-        self.replica_sets = informer(REPLICA_SETS, self._replica_set_event, _keep_replica_set, labelSelector=MANAGED)
+        self.replica_sets = informer(
+            REPLICA_SETS, self._replica_set_event, caches.keep_replica_set, labelSelector=MANAGED
+        )
         # Worker pods, in a tiny form: what the WorkersAvailable condition needs.
         self.pods = informer(PODS, self._pod_event, keep_pod, labelSelector=MANAGED)
         # Events are not cached: a report only needs its resourceVersion, which the intake keeps.
@@ -200,9 +123,9 @@ class Controller:
             burst=int(2 * status_writes_per_second),
         )
         # Indexes kept by the informers with their caches (forgetting an object forgets it there).
-        self.models.add_index(BY_SECRET_REF, _secret_ref, emptied=self._secret_unreferenced)
-        self.replica_sets.add_index(BY_MODEL, _of_model)
-        self.pods.add_index(BY_MODEL, _of_model)
+        self.models.add_index(caches.BY_SECRET_REF, caches.secret_ref, emptied=self._secret_unreferenced)
+        self.replica_sets.add_index(caches.BY_MODEL, caches.of_model)
+        self.pods.add_index(caches.BY_MODEL, caches.of_model)
         self.synced = asyncio.Event()
         # Per AIModel, the condition types whose problem its status has shown since they were last good.
         self._troubled: dict[Key, frozenset[str]] = {}
@@ -271,7 +194,7 @@ class Controller:
 
     def _secret_event(self, kind: str, obj: Manifest) -> None:
         meta = obj["metadata"]
-        for key in self.models.by_index(BY_SECRET_REF, f"{meta.get('namespace', '')}/{meta['name']}"):
+        for key in self.models.by_index(caches.BY_SECRET_REF, f"{meta.get('namespace', '')}/{meta['name']}"):
             self._wake(key)
 
     def _replica_set_event(self, kind: str, obj: Manifest) -> None:
@@ -287,7 +210,7 @@ class Controller:
 
     @staticmethod
     def _model_of(obj: Manifest) -> Key | None:
-        values = _of_model(obj)
+        values = caches.of_model(obj)
         if not values:
             return None
         namespace, _, name = values[0].partition("/")
@@ -296,10 +219,10 @@ class Controller:
     def _revisions(self, key: Key) -> dict[str, int]:
         """The Deployment revision of each of the model's ReplicaSets, to tell replaced pods' reports."""
         out = {}
-        for rs_key in self.replica_sets.by_index(BY_MODEL, _index_value(key)):
+        for rs_key in self.replica_sets.by_index(caches.BY_MODEL, caches.index_value(key)):
             rs = self.replica_sets.get(*rs_key)
             if rs is not None:
-                out[rs_key[1]] = _revision(rs)
+                out[rs_key[1]] = caches.revision(rs)
         return out
 
     def _workers(self, key: Key, deployment: Manifest | None) -> tuple[status_mod.Condition | None, float | None]:
@@ -307,7 +230,11 @@ class Controller:
         seconds after which it must be computed again though no event may come (None: when one does)."""
         if deployment is None:
             return None, None
-        pods = [p for k in self.pods.by_index(BY_MODEL, _index_value(key)) if (p := self.pods.get(*k)) is not None]
+        pods = [
+            p
+            for k in self.pods.by_index(caches.BY_MODEL, caches.index_value(key))
+            if (p := self.pods.get(*k)) is not None
+        ]
         revisions = self._revisions(key)
         current = max(revisions, key=revisions.__getitem__) if revisions else None
         dep_status = deployment.get("status") or {}
@@ -332,7 +259,7 @@ class Controller:
         if deployment is not None:
             meta, dep_status = deployment["metadata"], deployment.get("status") or {}
             unobserved = int(dep_status.get("observedGeneration") or 0) < int(meta.get("generation") or 0)
-            if unobserved or _revision(deployment) > newest:
+            if unobserved or caches.revision(deployment) > newest:
                 return lambda rs: True
         return lambda rs: rs in revisions and revisions[rs] < newest
 

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from aimodel_operator import conditions
+from aimodel_operator.caches import keep_secret as _keep_secret
 from aimodel_operator.children import DEPENDS_ON, ChildConflict, ChildPending, judge
-from aimodel_operator.controller import _keep_secret
 from aimodel_operator.leader import LeaderElector
 
 UID = "0f6c3a8e-1111-2222-3333-444455556666"

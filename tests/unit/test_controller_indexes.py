@@ -4,7 +4,8 @@ caches, so what an object change or a model's deletion means for them needs no b
 from __future__ import annotations
 
 from aimodel_operator import builders
-from aimodel_operator.controller import BY_MODEL, BY_SECRET_REF, Controller
+from aimodel_operator.caches import BY_MODEL, BY_SECRET_REF
+from aimodel_operator.controller import Controller
 from aimodel_operator.settings import Settings
 
 NS = "ns"
