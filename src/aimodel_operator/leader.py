@@ -163,7 +163,7 @@ class LeaderElector:
             await asyncio.sleep(self.retry_period)
 
     def _lost(self, why: str) -> None:
-        log.error("leader election: lost, stopping", extra=fields(lease=f"{self.namespace}/{self.name}", why=why))
+        log.error("leader election: lost lease, stopping", extra=fields(lease=f"{self.namespace}/{self.name}", why=why))
         # Workers wait on this before every reconcile, and every write checks the window.
         self._renewed_at = None
         self.leading.clear()
