@@ -69,11 +69,17 @@ BY_MODEL = "model"
 BY_SECRET_REF = "apiKeySecretRef"
 
 
-def of_model(obj: Manifest) -> tuple[str, ...]:
-    """``namespace/name`` of the AIModel whose workers ``obj`` belongs to (its model label)."""
+def model_key(obj: Manifest) -> Key | None:
+    """The key of the AIModel whose workers ``obj`` belongs to (its model label)."""
     meta = obj["metadata"]
     model = (meta.get("labels") or {}).get(builders.LABEL_MODEL)
-    return (f"{meta.get('namespace', '')}/{model}",) if model else ()
+    return (meta.get("namespace", ""), model) if model else None
+
+
+def of_model(obj: Manifest) -> tuple[str, ...]:
+    """The BY_MODEL index value of ``obj``: ``namespace/name`` of its AIModel."""
+    key = model_key(obj)
+    return (index_value(key),) if key is not None else ()
 
 
 def secret_ref(obj: Manifest) -> tuple[str, ...]:

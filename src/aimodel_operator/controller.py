@@ -198,23 +198,15 @@ class Controller:
             self._wake(key)
 
     def _replica_set_event(self, kind: str, obj: Manifest) -> None:
-        key = self._model_of(obj)
+        key = caches.model_key(obj)
         if key is not None and kind == "ADDED" and key in self.models:
             # A rollout's new ReplicaSet: reports held back until it was known can now be judged.
             self.queue.add(key)
 
     def _pod_event(self, kind: str, obj: Manifest) -> None:
-        key = self._model_of(obj)
+        key = caches.model_key(obj)
         if key is not None and key in self.models:
             self.queue.add(key)
-
-    @staticmethod
-    def _model_of(obj: Manifest) -> Key | None:
-        values = caches.of_model(obj)
-        if not values:
-            return None
-        namespace, _, name = values[0].partition("/")
-        return namespace, name
 
     def _revisions(self, key: Key) -> dict[str, int]:
         """The Deployment revision of each of the model's ReplicaSets, to tell replaced pods' reports."""
@@ -225,7 +217,9 @@ class Controller:
                 out[rs_key[1]] = caches.revision(rs)
         return out
 
-    def _workers(self, key: Key, deployment: Manifest | None) -> tuple[status_mod.Condition | None, float | None]:
+    def _workers(
+        self, key: Key, deployment: Manifest | None, revisions: dict[str, int]
+    ) -> tuple[status_mod.Condition | None, float | None]:
         """The WorkersAvailable condition, from the kept pods of the current ReplicaSet, and the
         seconds after which it must be computed again though no event may come (None: when one does)."""
         if deployment is None:
@@ -235,7 +229,6 @@ class Controller:
             for k in self.pods.by_index(caches.BY_MODEL, caches.index_value(key))
             if (p := self.pods.get(*k)) is not None
         ]
-        revisions = self._revisions(key)
         current = max(revisions, key=revisions.__getitem__) if revisions else None
         dep_status = deployment.get("status") or {}
         desired = int((deployment.get("spec") or {}).get("replicas", dep_status.get("replicas") or 0))
@@ -247,14 +240,14 @@ class Controller:
         again = None if left is None else left + 1
         return summarize(desired, ready, dep_status.get("problems") or [], pods, current, now), again
 
-    def _replaced(self, key: Key, deployment: Manifest | None) -> Callable[[str], bool]:
+    @staticmethod
+    def _replaced(revisions: dict[str, int], deployment: Manifest | None) -> Callable[[str], bool]:
         """Which ReplicaSets' pods may not speak for the current spec.
 
         Those older than the newest ReplicaSet; and while the Deployment's rollout is not yet
         observed, or its revision's ReplicaSet not yet seen, every one: a report naming a pod
         waits until it is known whether that pod runs the current template.
         """
-        revisions = self._revisions(key)
         newest = max(revisions.values(), default=0)
         if deployment is not None:
             meta, dep_status = deployment["metadata"], deployment.get("status") or {}
@@ -450,9 +443,11 @@ class Controller:
         scaled = self.children[SCALED_OBJECTS.kind].get(meta["namespace"], builders.scaled_object_name(meta["name"]))
         autoscaling = conditions.autoscaling(model, self.caps.keda, self.settings.pulsar_admin_url, scaled)
         extra = (autoscaling,) if autoscaling is not None else ()
-        report = self.intake.get(key, self._replaced(key, deployment))
+        # Read from the ReplicaSet cache once: who may speak for the spec, and the current workers.
+        revisions = self._revisions(key)
+        report = self.intake.get(key, self._replaced(revisions, deployment))
         autoscaled = builders.autoscaled(model, self.settings, self.caps)
-        workers, again = self._workers(key, deployment)
+        workers, again = self._workers(key, deployment, revisions)
         new = status_mod.compute(
             model,
             report,
