@@ -45,9 +45,8 @@ from typing import NamedTuple
 
 from aimodel_operator import api, builders
 from aimodel_operator.intake import FIELD_SELECTOR
-from aimodel_operator.kube import DEPLOYMENTS, EVENTS, Kube, Resource, load_configuration
+from aimodel_operator.kube import AIMODELS, DEPLOYMENTS, EVENTS, Kube, Resource, load_configuration
 from aimodel_operator.settings import Settings
-from aimodel_operator.statuswriter import AIMODELS
 from devcluster.cluster import Cluster, free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -229,7 +228,7 @@ async def bare_writes(kube: Kube, n: int, settings: Settings) -> float:
             "metadata": {"name": f"m{i}", "namespace": ns},
             "status": status,
         }
-        await kube.apply_to(AIMODELS, body, subresource="status")
+        await kube.apply(body, AIMODELS, subresource="status")
 
     await gather_limited(64, (one(i) for i in range(n)))
     return time.monotonic() - start

@@ -34,7 +34,7 @@ from typing import Any
 
 from . import builders, diff
 from .informer import Informer
-from .kube import ApiError, Kube
+from .kube import ApiError, BadRequest, Conflict, Forbidden, Kube, Unprocessable
 from .logs import fields
 from .objects import Key, Manifest, aimodel_controller, is_controlled_by
 from .scoped import Scoped
@@ -71,7 +71,7 @@ class Replaced(Exception):
 
 def refusal(err: ApiError) -> bool:
     """The API server said no to the object itself (admission, quota, validation), not a passing failure."""
-    return err.status in (400, 403, 422) and not err.namespace_terminating
+    return isinstance(err, (BadRequest, Forbidden, Unprocessable)) and not err.namespace_terminating
 
 
 @dataclass
@@ -205,11 +205,11 @@ class ChildApplier:
         """Apply over the very object ``uid`` names (forced: it is ours), never over a successor."""
         body = {**desired, "metadata": {**desired["metadata"], "uid": uid}}
         try:
-            result, _ = await self.kube.apply(body, force=True)
+            result = await self.kube.apply(body, force=True)
         except ApiError as err:
             # 409: gone meanwhile ("uid mismatch"); 422 on metadata.uid: a namesake replaced it.
             # Nothing was written; what is there now is looked at on the next reconcile.
-            if err.status == 409 or (err.status == 422 and "metadata.uid" in err.message):
+            if isinstance(err, Conflict) or (isinstance(err, Unprocessable) and "metadata.uid" in err.message):
                 meta = desired["metadata"]
                 informer.forget(meta["namespace"], meta["name"])
                 raise Replaced(f"{desired['kind']} {meta['name']} changed under us") from err
@@ -226,11 +226,9 @@ class ChildApplier:
         # a free name is created.
         body = {**desired, "metadata": {**meta, "resourceVersion": CREATE_ONLY}}
         try:
-            result, _ = await self.kube.apply(body, force=True)
-            return result
-        except ApiError as err:
-            if err.status != 409:
-                raise
+            return await self.kube.apply(body, force=True)
+        except Conflict:
+            pass
         live = await self.kube.get(informer.resource, meta["namespace"], meta["name"])
         if live is None:
             raise Replaced(f"{desired['kind']} {meta['name']} vanished while it was created")

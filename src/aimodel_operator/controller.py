@@ -24,6 +24,7 @@ from .children import ChildApplier
 from .informer import Informer, strip
 from .intake import FIELD_SELECTOR, Intake, tiny
 from .kube import (
+    AIMODELS,
     DEPLOYMENTS,
     EVENTS,
     PODS,
@@ -46,7 +47,7 @@ from .recorder import Recorder
 from .refs import SecretRefs
 from .scoped import Scoped
 from .settings import FIELD_MANAGER, Settings
-from .statuswriter import AIMODELS, StatusWriter, Written
+from .statuswriter import StatusWriter, Written
 from .workers import grace_left, keep_pod, summarize
 from .workqueue import WorkQueue
 

@@ -14,7 +14,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Iterator
 
-from .kube import ApiError, Kube, Resource, WatchIdle, describe, sleep_backoff
+from .kube import ApiError, Forbidden, Gone, Kube, NotFound, Resource, WatchIdle, describe, sleep_backoff
 from .logs import fields
 from .objects import Key, Manifest, key_of
 
@@ -229,7 +229,7 @@ class Informer:
             except asyncio.CancelledError:
                 raise
             except Exception as err:
-                if self.optional and isinstance(err, ApiError) and err.status in (403, 404):
+                if self.optional and isinstance(err, (Forbidden, NotFound)):
                     try:
                         if await self._confirm_absent(err):
                             await asyncio.sleep(self.absent_retry / ABSENCE_CONFIRMATIONS)
@@ -266,13 +266,13 @@ class Informer:
         was served only after ``ABSENCE_CONFIRMATIONS`` in a row, so a blip
         never takes KEDA away from the models it scales.
         """
-        if err.status == 404:
+        if isinstance(err, NotFound):
             served = await self.kube.served(self.resource)
             if served is None or served:
                 self._absent_seen = 0
                 return False
         self._absent_seen += 1
-        needed = 1 if (self.available is None and err.status == 404) else ABSENCE_CONFIRMATIONS
+        needed = 1 if (self.available is None and isinstance(err, NotFound)) else ABSENCE_CONFIRMATIONS
         if self._absent_seen < needed:
             log.info(
                 "list refused",
@@ -358,9 +358,9 @@ class Informer:
             except WatchIdle as err:
                 log.info("watching again", extra=fields(kind=self.resource.kind, why=str(err)))
                 continue
+            except Gone:
+                return True
             except ApiError as err:
-                if err.status == 410:
-                    return True
                 log.warning("watch failed", extra=fields(kind=self.resource.kind, error=str(err)))
                 return False
             except Exception as err:

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .kube import LEASES, ApiError, Kube, describe
+from .kube import LEASES, Conflict, Kube, describe
 from .logs import fields
 
 log = logging.getLogger(__name__)
@@ -123,11 +123,9 @@ class LeaderElector:
             else:
                 # resourceVersion makes the write conditional: a concurrent taker wins, we retry.
                 body["metadata"]["resourceVersion"] = lease["metadata"]["resourceVersion"]
-                await self._kube.request("PUT", LEASES.path(self.namespace, self.name), body=body)
-        except ApiError as err:
-            if err.status == 409:
-                return False
-            raise
+                await self._kube.replace(LEASES, body)
+        except Conflict:
+            return False
         self._observe(new_spec)
         self._renewed_at = started
         return True
@@ -188,7 +186,7 @@ class LeaderElector:
             if lease and (lease.get("spec") or {}).get("holderIdentity") == self.identity:
                 lease["spec"]["holderIdentity"] = ""
                 lease["spec"]["leaseDurationSeconds"] = 1
-                await self._kube.request("PUT", LEASES.path(self.namespace, self.name), body=lease)
+                await self._kube.replace(LEASES, lease)
         except Exception as err:
             log.warning("lease release failed: %s", describe(err))
         self.leading.clear()

@@ -30,7 +30,7 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from .kube import Kube, describe
+from .kube import ACCESS_REVIEWS, TOKEN_REVIEWS, Kube, describe
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +75,10 @@ class Authorizer:
         return decision
 
     async def _review(self, token: str, now: float) -> Decision:
-        review = await self.kube.request(
-            "POST",
-            "/apis/authentication.k8s.io/v1/tokenreviews",
-            {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}},
+        review = await self.kube.create(
+            TOKEN_REVIEWS,
+            None,
+            {"apiVersion": TOKEN_REVIEWS.api_version, "kind": TOKEN_REVIEWS.kind, "spec": {"token": token}},
             timeout=10,
         )
         status = (review or {}).get("status") or {}
@@ -92,10 +92,10 @@ class Authorizer:
             "extra": user.get("extra") or {},
             "nonResourceAttributes": {"path": PATH, "verb": "get"},
         }
-        access = await self.kube.request(
-            "POST",
-            "/apis/authorization.k8s.io/v1/subjectaccessreviews",
-            {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec},
+        access = await self.kube.create(
+            ACCESS_REVIEWS,
+            None,
+            {"apiVersion": ACCESS_REVIEWS.api_version, "kind": ACCESS_REVIEWS.kind, "spec": spec},
             timeout=10,
         )
         if not ((access or {}).get("status") or {}).get("allowed"):

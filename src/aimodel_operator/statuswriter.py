@@ -25,13 +25,11 @@ from typing import Any, NamedTuple
 
 from . import api
 from . import status as status_mod
-from .kube import ApiError, Kube, Resource
+from .kube import AIMODELS, Conflict, Kube, NotFound
 from .logs import fields
 from .objects import Key, Manifest
 
 log = logging.getLogger(__name__)
-
-AIMODELS = Resource(api.GROUP, api.VERSION, api.PLURAL, api.KIND)
 
 
 class Written(enum.Enum):
@@ -137,11 +135,9 @@ class StatusWriter:
             "status": new,
         }
         try:
-            result = await self.kube.apply_to(AIMODELS, body, subresource="status")
-        except ApiError as err:
-            if err.status in (404, 409):
-                return Write(Written.STALE)
-            raise
+            result = await self.kube.apply(body, AIMODELS, subresource="status")
+        except (NotFound, Conflict):
+            return Write(Written.STALE)
         now = time.monotonic()
         if batched:
             # Batches that follow each other grow: the next one is twice as long.

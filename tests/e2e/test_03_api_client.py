@@ -35,13 +35,13 @@ def test_an_idle_client_keeps_one_connection_warm(kubeconfig):
     async def run() -> None:
         async with _client(kubeconfig, keep_warm=0.2, keepalive=0.6) as kube:
             await kube.request("GET", NAMESPACE)
-            assert kube.connections_opened == 1
+            assert kube.transport.connections_opened == 1
             quiet = time.monotonic()
             # Quiet for several keep-alive periods: only the keep-warm reads can keep the connection.
-            await _until("ten keep-warm reads", lambda: kube.keep_warm_reads >= 10)
+            await _until("ten keep-warm reads", lambda: kube.transport.keep_warm_reads >= 10)
             assert time.monotonic() - quiet > 3 * 0.6
             await kube.request("GET", NAMESPACE)
-            assert kube.connections_opened == 1
+            assert kube.transport.connections_opened == 1
 
     asyncio.run(run())
 
@@ -52,11 +52,11 @@ def test_without_keep_warm_reads_a_quiet_client_reconnects(kubeconfig):
     async def run() -> None:
         async with _client(kubeconfig, keepalive=0.3) as kube:
             await kube.request("GET", NAMESPACE)
-            assert kube.connections_opened == 1
+            assert kube.transport.connections_opened == 1
             await asyncio.sleep(1.0)  # the quiet spell itself: three keep-alive periods, nothing sent
             await kube.request("GET", NAMESPACE)
-            assert kube.connections_opened == 2
-            assert kube.keep_warm_reads == 0
+            assert kube.transport.connections_opened == 2
+            assert kube.transport.keep_warm_reads == 0
 
     asyncio.run(run())
 
@@ -68,8 +68,8 @@ def test_a_busy_client_sends_no_keep_warm_reads(kubeconfig):
             while time.monotonic() < end:
                 await kube.request("GET", NAMESPACE)
                 await asyncio.sleep(0.1)
-            assert kube.keep_warm_reads == 0
-            assert kube.connections_opened == 1
+            assert kube.transport.keep_warm_reads == 0
+            assert kube.transport.connections_opened == 1
 
     asyncio.run(run())
 
@@ -96,6 +96,6 @@ def test_a_watch_never_takes_the_connection_a_request_would_use(kubeconfig):
                 watch.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watch
-            assert kube.connections_opened == 1
+            assert kube.transport.connections_opened == 1
 
     asyncio.run(run())

@@ -141,13 +141,14 @@ def test_one_backoff_doubles_to_its_cap_with_jitter_around_it():
 async def test_the_informers_retry_is_jittered(monkeypatch):
     """Informers that fail together (an API server restart) do not retry in lockstep."""
     from aimodel_operator import kube
+    from aimodel_operator.kube import client
 
     slept: list[float] = []
 
     async def record(seconds: float) -> None:
         slept.append(seconds)
 
-    monkeypatch.setattr(kube.asyncio, "sleep", record)
+    monkeypatch.setattr(client.asyncio, "sleep", record)
     for _ in range(50):
         await kube.sleep_backoff(2)
     assert all(0.4 <= s <= 1.2 for s in slept) and len(set(slept)) > 40, slept

@@ -6,13 +6,11 @@ from __future__ import annotations
 from aimodel_operator import builders
 from aimodel_operator.caches import BY_MODEL, BY_SECRET_REF
 from aimodel_operator.controller import Controller
+from aimodel_operator.kube import Kube
 from aimodel_operator.settings import Settings
+from fakekube import FakeApi
 
 NS = "ns"
-
-
-class Kube:
-    """Nothing is read from the API in these tests."""
 
 
 def model(name: str, secret: str | None = None, rv: str = "1") -> dict:
@@ -53,7 +51,7 @@ def replica_set(name: str, model_name: str, revision: int, rv: str = "1") -> dic
 
 
 async def test_pods_and_replica_sets_are_found_by_model_and_forgotten_with_the_cache():
-    c = Controller(Kube(), Settings())
+    c = Controller(Kube.over(FakeApi()), Settings())
     c.models._apply("ADDED", model("m"))
     c.pods._apply("ADDED", worker_pod("p1", "m"))
     c.pods._apply("ADDED", worker_pod("p2", "m"))
@@ -77,7 +75,7 @@ async def test_pods_and_replica_sets_are_found_by_model_and_forgotten_with_the_c
 
 
 async def test_a_secret_change_wakes_the_models_that_reference_it_and_an_unreferenced_secret_is_forgotten():
-    c = Controller(Kube(), Settings())
+    c = Controller(Kube.over(FakeApi()), Settings())
     c.models._apply("ADDED", model("a", secret="shared"))
     c.models._apply("ADDED", model("b", secret="shared"))
     c.models._apply("ADDED", model("c"))
@@ -96,7 +94,7 @@ async def test_a_secret_change_wakes_the_models_that_reference_it_and_an_unrefer
 
 
 async def test_a_deleted_model_is_forgotten_everywhere_in_one_call():
-    c = Controller(Kube(), Settings())
+    c = Controller(Kube.over(FakeApi()), Settings())
     key = (NS, "m")
     c.models._apply("ADDED", model("m", secret="s"))
     c._troubled[key] = frozenset({"Ready"})

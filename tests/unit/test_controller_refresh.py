@@ -6,41 +6,36 @@ from __future__ import annotations
 import pytest
 
 from aimodel_operator.controller import LOOK_AGAIN_MAX_SECONDS, Controller
+from aimodel_operator.kube import AIMODELS, Answer, Kube
 from aimodel_operator.loop import DONE, Result
 from aimodel_operator.settings import Settings
-from aimodel_operator.statuswriter import AIMODELS
+from fakekube import FakeApi
 
 KEY = ("ns", "m")
 
 
-class Kube:
-    """Answers lists like the API server; any GET of an AIModel is what the RBAC refuses."""
-
-    def __init__(self, items: list[dict]) -> None:
-        self.items = items
-        self.calls: list[tuple] = []
-
-    async def get(self, res, namespace, name):
-        self.calls.append(("get", res.plural, namespace, name))
-        raise AssertionError("GET aimodels is not granted to the operator")
-
-    async def list(self, res, limit=500, namespace=None, metadata_only=False, query=None):
-        self.calls.append(("list", res.plural, namespace, query))
-        yield {"metadata": {"resourceVersion": "9"}, "items": self.items}
-
-
-def model(rv: str) -> dict:
-    return {"metadata": {"name": "m", "namespace": "ns", "resourceVersion": rv, "uid": "u"}, "spec": {}}
+def api_with(found: bool) -> FakeApi:
+    """Answers lists like the API server; a GET of one AIModel is what the RBAC refuses."""
+    api = FakeApi()
+    api.script("GET", AIMODELS, lambda r: Answer(403, {"message": "get aimodels is forbidden"}) if r.name else None)
+    if found:
+        api.put(AIMODELS, {"metadata": {"name": "m", "namespace": "ns"}, "spec": {}})
+    return api
 
 
 @pytest.mark.parametrize("found", [True, False])
 async def test_refresh_lists_the_model_by_name(found):
-    kube = Kube([model("8")] if found else [])
-    controller = Controller(kube, Settings())
+    api = api_with(found)
+    controller = Controller(Kube.over(api), Settings())
     result = await controller._refresh(KEY)
-    assert kube.calls == [("list", AIMODELS.plural, "ns", {"fieldSelector": "metadata.name=m"})]
+    assert [(r.method, r.resource, r.namespace, r.query) for r in api.requests] == [
+        ("GET", AIMODELS, "ns", {"fieldSelector": "metadata.name=m", "limit": "1"})
+    ]
     if found:
-        assert controller.models.get(*KEY)["metadata"]["resourceVersion"] == "8"
+        assert (
+            controller.models.get(*KEY)["metadata"]["resourceVersion"]
+            == api.object(AIMODELS, *KEY)["metadata"]["resourceVersion"]
+        )
         # Newer than the cache: reconciled again in full, at once (the loop requeues it).
         assert result == Result(requeue_after=0)
     else:
@@ -49,8 +44,8 @@ async def test_refresh_lists_the_model_by_name(found):
 
 
 async def test_refresh_finding_what_the_cache_holds_looks_again_with_growing_pauses():
-    kube = Kube([model("8")])
-    controller = Controller(kube, Settings())
-    controller.models.remember(model("8"))
+    api = api_with(True)
+    controller = Controller(Kube.over(api), Settings())
+    controller.models.remember(api.object(AIMODELS, *KEY))
     result = await controller._refresh(KEY)
     assert result == Result(backoff_cap=LOOK_AGAIN_MAX_SECONDS)

@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 from aimodel_operator import statuswriter
+from aimodel_operator.kube import AIMODELS, Answer, Kube
+from aimodel_operator.settings import FIELD_MANAGER
 from aimodel_operator.statuswriter import StatusWriter, Written
+from fakekube import FakeApi, Request
 
 KEY = ("ns", "m")
 
 
-class Api:
-    """Answers status writes like the API server would, recording them."""
+class Api(FakeApi):
+    """Answers status writes like the API server would, recording them. The models here are not
+    kept: each write answers a new resourceVersion whatever version it was conditional on."""
 
     def __init__(self) -> None:
-        self.written: list[dict] = []
+        super().__init__()
+        self.script("PATCH", AIMODELS, self._written)
 
-    async def apply_to(self, res, body, subresource=None):
-        self.written.append(body)
-        return {"metadata": {**body["metadata"], "resourceVersion": str(100 + len(self.written))}}
+    def _written(self, request: Request) -> Answer:
+        assert request.subresource == "status" and request.content_type == "application/apply-patch+yaml"
+        assert request.query == {"fieldManager": FIELD_MANAGER, "force": "true"}
+        return Answer(200, {"metadata": {**request.body["metadata"], "resourceVersion": str(100 + len(self.written))}})
+
+    @property
+    def written(self) -> list[dict]:
+        return [r.body for r in self.calls("PATCH", AIMODELS)]
 
 
 def model(status):
@@ -36,7 +46,7 @@ async def test_flood_of_messages_costs_a_handful_of_writes(monkeypatch):
     clock = [1000.0]
     monkeypatch.setattr(statuswriter.time, "monotonic", lambda: clock[0])
     api = Api()
-    writer = StatusWriter(api, batch_seconds=1, max_batch_seconds=8)
+    writer = StatusWriter(Kube.over(api), batch_seconds=1, max_batch_seconds=8)
     current = failed("GeneralError: 0")
     # A new report every 0.1 s for 60 s: each one a reconcile that wants a new message.
     for n in range(1, 601):
@@ -56,7 +66,7 @@ async def test_urgent_changes_are_written_at_once_and_quiet_resets_the_batch(mon
     clock = [1000.0]
     monkeypatch.setattr(statuswriter.time, "monotonic", lambda: clock[0])
     api = Api()
-    writer = StatusWriter(api, batch_seconds=1, max_batch_seconds=8)
+    writer = StatusWriter(Kube.over(api), batch_seconds=1, max_batch_seconds=8)
     running = {"state": "Running", "message": "ok", "observedGeneration": 1, "conditions": []}
     result, _, _ = await writer.write(KEY, model(running), failed("GeneralError: x"))
     assert result is Written.WRITTEN
@@ -83,7 +93,7 @@ async def test_a_thousand_models_losing_their_pods_at_once_are_written_at_a_boun
     monkeypatch.setattr(statuswriter.time, "monotonic", lambda: clock[0])
     api = Api()
     due: dict[tuple[str, str], float] = {}
-    writer = StatusWriter(api, writes_per_second=100, burst=200)
+    writer = StatusWriter(Kube.over(api), writes_per_second=100, burst=200)
     keys = [("ns", f"m{i}") for i in range(1000)]
     for key in keys:
         result, _, again_in = await writer.write(key, model(running("True")), running("False"))
