@@ -294,9 +294,13 @@ class FakeApi:
         # PUT and apply: conditional on resourceVersion and uid when given.
         rv, uid = meta.get("resourceVersion"), meta.get("uid")
         if live is None:
-            if request.method == "PUT" or request.subresource or rv:
-                return _status(404 if not rv else 409, "NotFound", f"{res.plural} {key[2]} not found")
-            meta.setdefault("uid", uid or f"uid-{key[2]}-{self.rv + 1}")
+            if request.method == "PUT" or request.subresource:
+                return _status(404, "NotFound", f"{res.plural} {key[2]} not found")
+            if uid:
+                return _status(409, "Conflict", "uid mismatch: the object does not exist")
+            # An apply creates a free name (a resourceVersion in it only guards an existing object).
+            meta.pop("resourceVersion", None)
+            meta["uid"] = f"uid-{key[2]}-{self.rv + 1}"
             return Answer(201, self._store(key, body, "ADDED"))
         if rv and rv != live["metadata"]["resourceVersion"]:
             return _status(
