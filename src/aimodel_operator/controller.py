@@ -21,20 +21,12 @@ from . import status as status_mod
 from .api import DEFAULT_API_KEY_SECRET_KEY
 from .builders import Capabilities
 from .children import ChildApplier
-from .informer import Informer, strip
-from .intake import FIELD_SELECTOR, Intake, tiny
+from .informer import Informer
+from .intake import Intake
 from .kube import (
     AIMODELS,
     DEPLOYMENTS,
-    EVENTS,
-    PODS,
-    REPLICA_SETS,
-    ROLE_BINDINGS,
-    ROLES,
     SCALED_OBJECTS,
-    SECRETS,
-    SERVICE_ACCOUNTS,
-    TRIGGER_AUTHS,
     ApiError,
     Kube,
     NotLeading,
@@ -42,20 +34,17 @@ from .kube import (
 )
 from .logs import fields
 from .loop import DONE, Failed, Loop, Result
-from .objects import Key, Manifest, is_controlled_by, owner_key
+from .objects import Key, Manifest, is_controlled_by
 from .recorder import Recorder
 from .refs import SecretRefs
 from .scoped import Scoped
-from .settings import FIELD_MANAGER, Settings
+from .settings import Settings
 from .statuswriter import StatusWriter, Written
-from .workers import grace_left, keep_pod, summarize
+from .watches import CHILDREN, WATCHES, Speed, Watch
+from .workers import grace_left, summarize
 from .workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
-
-LABELLED_CHILDREN = (SERVICE_ACCOUNTS, ROLES, ROLE_BINDINGS, DEPLOYMENTS)
-KEDA_RESOURCES = (SCALED_OBJECTS, TRIGGER_AUTHS)
-MANAGED = f"{builders.LABEL_MANAGED_BY}={FIELD_MANAGER}"
 
 # A name taken by someone else, or held by a deleted namesake, is looked at again (a read, never a
 # write) after 0.5 s, 1 s, 2 s, ... and at most this far apart.
@@ -84,39 +73,20 @@ class Controller:
         self.resync = resync
         self.queue = WorkQueue()
         # A worker's report goes ahead of everything else queued.
-        self.intake = Intake(self.queue.add_urgent, known=lambda key: key in self.models)
+        self.intake = Intake(lambda key: self._enqueue(key, Speed.URGENT), known=lambda key: key in self.models)
         self.recorder = Recorder(kube, instance)
-        # Optional like KEDA's kinds: an operator started before its CRD serves AIModels once it is installed.
+        # Every cache and where its changes go: the table in watches.py.
         informer = functools.partial(self._informer, kube, watch_idle)
-        self.models = informer(AIMODELS, self._model_event, strip, optional=True)
-        self.children: dict[str, Informer | Scoped] = {
-            res.kind: informer(
-                res,
-                self._child_event,
-                caches.keep_deployment if res is DEPLOYMENTS else strip,
-                optional=res in KEDA_RESOURCES,
-                labelSelector=MANAGED,
-            )
-            for res in (*LABELLED_CHILDREN, *KEDA_RESOURCES)
+        self.caches: dict[str, Informer | Scoped] = {
+            w.name: informer(w.resource, self._handler(w), w.transform, **w.options, **w.selector) for w in WATCHES
         }
-        # Our own Secrets, whole. Of the others, only the names and resourceVersions (metadata
-        # alone is read): those that apiKeySecretRef names are read by name when they change, and
-        # only their values' hashes are kept (refs.py). No other Secret's data is ever read.
-        # Small pages: anyone may put our label on a large Secret of theirs, and a page is
-        # parsed whole before the transform drops what is not ours (10 Secrets of 1 MiB at most).
-        self.children[SECRETS.kind] = informer(
-            SECRETS, self._child_event, caches.keep_secret, labelSelector=MANAGED, page_size=caches.SECRET_PAGE
-        )
-        self.secret_names = informer(SECRETS, self._secret_event, caches.keep_name, metadata_only=True)
+        self.models = self.caches["models"]
+        self.children = {w.resource.kind: self.caches[w.name] for w in CHILDREN}
+        self.secret_names = self.caches["secret_names"]
+        self.replica_sets = self.caches["replica_sets"]
+        self.pods = self.caches["pods"]
         self.refs = SecretRefs(kube, self.secret_names)
         self.children[SCALED_OBJECTS.kind].on_availability = self._keda_availability
-        self.replica_sets = informer(
-            REPLICA_SETS, self._replica_set_event, caches.keep_replica_set, labelSelector=MANAGED
-        )
-        # Worker pods, in a tiny form: what the WorkersAvailable condition needs.
-        self.pods = informer(PODS, self._pod_event, keep_pod, labelSelector=MANAGED)
-        # Events are not cached: a report only needs its resourceVersion, which the intake keeps.
-        self.events = informer(EVENTS, self.intake.handle, tiny, keep=False, fieldSelector=FIELD_SELECTOR)
         self.applier = ChildApplier(kube, self.children)
         self.status_writer = StatusWriter(
             kube,
@@ -132,7 +102,7 @@ class Controller:
         self._troubled: dict[Key, frozenset[str]] = {}
         # Per AIModel whose children were all in place at the last reconcile: the model's
         # resourceVersion then, and the problem its status showed. Until something the children
-        # depend on changes (_wake), a report or a pod change only needs the status written.
+        # depend on changes (an event at Speed.FULL), a report or a pod change only needs the status written.
         self._settled: dict[Key, tuple[str, status_mod.Condition | None]] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self._gate: asyncio.Event | None = None
@@ -150,7 +120,27 @@ class Controller:
 
     @property
     def informers(self) -> list[Informer | Scoped]:
-        return [self.models, *self.children.values(), self.secret_names, self.replica_sets, self.pods, self.events]
+        return list(self.caches.values())
+
+    def _handler(self, watch: Watch) -> Callable[[str, Manifest], None]:
+        if watch.route is not None:
+            return functools.partial(self._routed, watch)
+        return self.intake.handle if watch.speed is Speed.URGENT else self._model_event
+
+    def _routed(self, watch: Watch, kind: str, obj: Manifest) -> None:
+        assert watch.route is not None
+        for key in watch.route(kind, obj, self.models):
+            if key in self.models:
+                self._enqueue(key, watch.speed)
+
+    def _enqueue(self, key: Key, speed: Speed) -> None:
+        """Reconcile ``key`` at ``speed`` (watches.py): FULL forgets that its children were settled."""
+        if speed is Speed.FULL:
+            self._settled.pop(key, None)
+        if speed is Speed.URGENT:
+            self.queue.add_urgent(key)
+        else:
+            self.queue.add(key)
 
     # -- inputs ------------------------------------------------------------------
 
@@ -160,18 +150,8 @@ class Controller:
         if kind == "DELETED":
             self._model_gone(key)
             return
-        self._model_seen(key, obj)
-        self.queue.add(key)
-
-    def _model_seen(self, key: Key, obj: Manifest) -> None:
-        """A new version of the AIModel: what its children are built from may have changed."""
-        self._settled.pop(key, None)
         metrics.MODELS.set(len(self.models))
-
-    def _wake(self, key: Key) -> None:
-        """Reconcile ``key`` in full: something its children are built from may have changed."""
-        self._settled.pop(key, None)
-        self.queue.add(key)
+        self._enqueue(key, Speed.FULL)
 
     def _model_gone(self, key: Key) -> None:
         self._troubled.pop(key, None)
@@ -187,27 +167,6 @@ class Controller:
         """No AIModel references this Secret anymore: its hashed values are not kept."""
         namespace, _, name = value.partition("/")
         self.refs.forget((namespace, name))
-
-    def _child_event(self, kind: str, obj: Manifest) -> None:
-        key = owner_key(obj)
-        if key is not None and key in self.models:
-            self._wake(key)
-
-    def _secret_event(self, kind: str, obj: Manifest) -> None:
-        meta = obj["metadata"]
-        for key in self.models.by_index(caches.BY_SECRET_REF, f"{meta.get('namespace', '')}/{meta['name']}"):
-            self._wake(key)
-
-    def _replica_set_event(self, kind: str, obj: Manifest) -> None:
-        key = caches.model_key(obj)
-        if key is not None and kind == "ADDED" and key in self.models:
-            # A rollout's new ReplicaSet: reports held back until it was known can now be judged.
-            self.queue.add(key)
-
-    def _pod_event(self, kind: str, obj: Manifest) -> None:
-        key = caches.model_key(obj)
-        if key is not None and key in self.models:
-            self.queue.add(key)
 
     def _revisions(self, key: Key) -> dict[str, int]:
         """The Deployment revision of each of the model's ReplicaSets, to tell replaced pods' reports."""
@@ -262,7 +221,7 @@ class Controller:
         for key in self.models:
             model = self.models.get(*key)
             if model is not None and builders.wants_autoscaling(model):
-                self._wake(key)
+                self._enqueue(key, Speed.FULL)
 
     @property
     def caps(self) -> Capabilities:
@@ -320,7 +279,7 @@ class Controller:
             self.intake.prune(self.models.__contains__)
             keys = list(self.models)
             for key in keys:
-                self._wake(key)
+                self._enqueue(key, Speed.FULL)
             log.info("resync", extra=fields(models=len(keys)))
             metrics.RESYNC_CPU_SECONDS.inc(time.process_time() - started)
 
@@ -499,7 +458,8 @@ class Controller:
             return DONE
         if self.models.remember(live):
             # What the watch has not brought yet: reconciled again in full, at once.
-            self._model_seen(key, live)
+            self._settled.pop(key, None)
+            metrics.MODELS.set(len(self.models))
             return Result(requeue_after=0)
         # The cache already holds what the API has: try again a little later.
         return Result(backoff_cap=LOOK_AGAIN_MAX_SECONDS)

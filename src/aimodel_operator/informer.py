@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 Handler = Callable[[str, Manifest], None]
 # What an index files an object under (its kept form): none, one or several values.
 Indexer = Callable[[Manifest], Iterable[str]]
+# What a cache keeps of each object (caches.py).
+Transform = Callable[[Manifest], Manifest]
 
 # How many times in a row discovery must say that an optional kind is gone
 # (at ``absent_retry`` intervals) before a kind that was served is taken as uninstalled.
@@ -50,7 +52,7 @@ class Informer:
         kube: Kube,
         resource: Resource,
         handler: Handler | None = None,
-        transform: Callable[[Manifest], Manifest] = strip,
+        transform: Transform = strip,
         absent_retry: float = 10.0,
         optional: bool = False,
         keep: bool = True,

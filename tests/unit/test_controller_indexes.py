@@ -81,7 +81,7 @@ async def test_a_secret_change_wakes_the_models_that_reference_it_and_an_unrefer
     c.models._apply("ADDED", model("c"))
     assert c.models.by_index(BY_SECRET_REF, "ns/shared") == [(NS, "a"), (NS, "b")]
     c._settled = {(NS, "a"): ("1", None), (NS, "b"): ("1", None), (NS, "c"): ("1", None)}
-    c._secret_event("MODIFIED", {"metadata": {"name": "shared", "namespace": NS, "resourceVersion": "9"}})
+    c.secret_names.handler("MODIFIED", {"metadata": {"name": "shared", "namespace": NS, "resourceVersion": "9"}})
     # Woken in full: their children are built from the Secret; c is not.
     assert set(c._settled) == {(NS, "c")}
 

@@ -1,0 +1,131 @@
+"""What the operator watches, and where each change goes: one table.
+
+Every row is one cache (an informer): the kind, what of each object is kept
+(the transform, ``caches.py``), which objects (selector), how a change maps to
+the keys of the AIModels it concerns, and at which speed those are reconciled:
+
+- ``FULL``: something a model's children are built from may have changed (its
+  spec, a child, a referenced Secret, KEDA coming or going): the children are
+  built and applied again, then the status is written.
+- ``STATUS``: only what the status shows may have changed (a pod, a rollout's
+  ReplicaSet): a model whose children were all in place last time only has
+  its status written (``Controller._settled``).
+- ``URGENT``: a worker's report: status only, ahead of everything queued.
+
+A new kind to watch is a new row; ``Controller`` builds the informers and
+routes their events from this table alone.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from . import caches
+from .builders import LABEL_MANAGED_BY
+from .informer import Transform, strip
+from .intake import FIELD_SELECTOR, tiny
+from .kube import (
+    AIMODELS,
+    DEPLOYMENTS,
+    EVENTS,
+    PODS,
+    REPLICA_SETS,
+    ROLE_BINDINGS,
+    ROLES,
+    SCALED_OBJECTS,
+    SECRETS,
+    SERVICE_ACCOUNTS,
+    TRIGGER_AUTHS,
+    Resource,
+)
+from .objects import Key, Manifest, owner_key
+from .settings import FIELD_MANAGER
+from .workers import keep_pod
+
+
+class Speed(enum.Enum):
+    FULL = "full"
+    STATUS = "status"
+    URGENT = "urgent"
+
+
+class Models(Protocol):
+    """What a route may ask about the AIModels: the models cache's index lookup."""
+
+    def by_index(self, name: str, value: str) -> list[Key]: ...
+
+
+# A change (event type, the object as kept) to the keys of the AIModels it concerns.
+Route = Callable[[str, Manifest, Models], Iterable[Key]]
+
+MANAGED = {"labelSelector": f"{LABEL_MANAGED_BY}={FIELD_MANAGER}"}
+
+
+@dataclass(frozen=True)
+class Watch:
+    name: str
+    resource: Resource
+    transform: Transform
+    route: Route | None  # None: the controller's own handler (models, reports)
+    speed: Speed
+    selector: Mapping[str, str] = field(default_factory=dict)
+    # Informer options: optional (the kind may not be served), keep (False: nothing cached),
+    # metadata_only, page_size.
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+def owner(kind: str, obj: Manifest, models: Models) -> Iterable[Key]:
+    """A child: the AIModel that controls it."""
+    key = owner_key(obj)
+    return (key,) if key is not None else ()
+
+
+def referencing(kind: str, obj: Manifest, models: Models) -> Iterable[Key]:
+    """Any Secret: the AIModels whose apiKeySecretRef names it."""
+    meta = obj["metadata"]
+    return models.by_index(caches.BY_SECRET_REF, caches.index_value((meta.get("namespace", ""), meta["name"])))
+
+
+def labelled(kind: str, obj: Manifest, models: Models) -> Iterable[Key]:
+    """A worker pod: the AIModel its model label names."""
+    key = caches.model_key(obj)
+    return (key,) if key is not None else ()
+
+
+def new_replica_set(kind: str, obj: Manifest, models: Models) -> Iterable[Key]:
+    """A rollout's new ReplicaSet: reports held back until it was known can now be judged."""
+    return labelled(kind, obj, models) if kind == "ADDED" else ()
+
+
+def _child(res: Resource, transform: Transform, **options: Any) -> Watch:
+    return Watch(res.kind, res, transform, owner, Speed.FULL, MANAGED, options)
+
+
+KEDA = {"optional": True}
+
+WATCHES: tuple[Watch, ...] = (
+    # Optional like KEDA's kinds: an operator started before its CRD serves AIModels once it is installed.
+    Watch("models", AIMODELS, strip, None, Speed.FULL, options={"optional": True}),
+    _child(SERVICE_ACCOUNTS, strip),
+    _child(ROLES, strip),
+    _child(ROLE_BINDINGS, strip),
+    _child(DEPLOYMENTS, caches.keep_deployment),
+    _child(SCALED_OBJECTS, strip, **KEDA),
+    _child(TRIGGER_AUTHS, strip, **KEDA),
+    # Our own Secrets, whole. Small pages: anyone may put our label on a large Secret of theirs,
+    # and a page is parsed whole before the transform drops what is not ours (10 of 1 MiB at most).
+    _child(SECRETS, caches.keep_secret, page_size=caches.SECRET_PAGE),
+    # Of every other Secret only the name and resourceVersion (metadata alone is read): those that
+    # apiKeySecretRef names are read by name when they change, and kept as hashes (refs.py).
+    Watch("secret_names", SECRETS, caches.keep_name, referencing, Speed.FULL, options={"metadata_only": True}),
+    Watch("replica_sets", REPLICA_SETS, caches.keep_replica_set, new_replica_set, Speed.STATUS, MANAGED),
+    # Worker pods, in a tiny form: what the WorkersAvailable condition needs.
+    Watch("pods", PODS, keep_pod, labelled, Speed.STATUS, MANAGED),
+    # Not cached: a report only needs its resourceVersion, which the intake keeps.
+    Watch("events", EVENTS, tiny, None, Speed.URGENT, {"fieldSelector": FIELD_SELECTOR}, {"keep": False}),
+)
+
+CHILDREN = tuple(w for w in WATCHES if w.route is owner)
