@@ -322,3 +322,12 @@ def children(
             out.append(trigger_authentication(model))
         out.append(scaled_object(model, settings))
     return out
+
+
+def started_secret_hash(deployment: Manifest | None) -> str | None:
+    """The secret hash the workers' pods were started with (the Deployment's pod template says)."""
+    if deployment is None:
+        return None
+    annotations = (deployment["spec"]["template"].get("metadata") or {}).get("annotations") or {}
+    hashed = annotations.get(ANNOTATION_SECRET_HASH)
+    return hashed if isinstance(hashed, str) else None

@@ -15,6 +15,7 @@ import hashlib
 from typing import Protocol
 
 from . import builders
+from .api import DEFAULT_API_KEY_SECRET_KEY
 from .informer import rv_int
 from .kube import SECRETS, Kube
 from .objects import Key, Manifest
@@ -45,6 +46,27 @@ class SecretRefs:
     def forget(self, key: Key) -> None:
         """No AIModel references it anymore."""
         self._values.pop(key, None)
+
+    def of(self, model: Manifest) -> dict[str, str] | None:
+        """The hashed values of the Secret ``model``'s apiKeySecretRef names (None without a
+        reference, or while it is missing)."""
+        ref = builders.spec_of(model).get("apiKeySecretRef")
+        if not ref:
+            return None
+        return self.values(model["metadata"]["namespace"], ref["name"])
+
+    def key_hash(self, model: Manifest) -> str | None:
+        """A hash of the value behind ``apiKeySecretRef``, so that a rotated key rolls the workers.
+        None without a reference, or while the Secret or its key is missing."""
+        secret = self.of(model)
+        if secret is None:
+            return None
+        return secret.get(builders.spec_of(model)["apiKeySecretRef"].get("key", DEFAULT_API_KEY_SECRET_KEY))
+
+    def keys(self, model: Manifest) -> frozenset[str] | None:
+        """The keys the referenced Secret holds (None without a reference, or while it is missing)."""
+        secret = self.of(model)
+        return None if secret is None else frozenset(secret)
 
     async def load(self, model: Manifest) -> None:
         """Make ``values`` current for the Secret ``model`` references (one GET when it changed)."""

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from . import caches
 from .builders import LABEL_MANAGED_BY
-from .informer import Transform, strip
+from .informer import Handler, Indexer, Informer, Transform, strip
 from .intake import FIELD_SELECTOR, tiny
 from .kube import (
     AIMODELS,
@@ -39,9 +39,11 @@ from .kube import (
     SECRETS,
     SERVICE_ACCOUNTS,
     TRIGGER_AUTHS,
+    Kube,
     Resource,
 )
 from .objects import Key, Manifest, owner_key
+from .scoped import Scoped
 from .settings import FIELD_MANAGER
 from .workers import keep_pod
 
@@ -75,6 +77,23 @@ class Watch:
     # Informer options: optional (the kind may not be served), keep (False: nothing cached),
     # metadata_only, page_size.
     options: Mapping[str, Any] = field(default_factory=dict)
+    # Secondary indexes kept with the cache (Informer.add_index).
+    indexes: Mapping[str, Indexer] = field(default_factory=dict)
+
+
+def informer(
+    watch: Watch, kube: Kube, handler: Handler, namespaces: tuple[str, ...], idle: float | None
+) -> Informer | Scoped:
+    """The cache of one row: over every namespace, or one informer per watched namespace read as one."""
+
+    def one(namespace: str | None) -> Informer:
+        options = {**watch.options, **watch.selector}
+        return Informer(kube, watch.resource, handler, watch.transform, idle=idle, namespace=namespace, **options)
+
+    made: Informer | Scoped = one(None) if not namespaces else Scoped(one, namespaces)
+    for name, indexer in watch.indexes.items():
+        made.add_index(name, indexer)
+    return made
 
 
 def owner(kind: str, obj: Manifest, models: Models) -> Iterable[Key]:
@@ -105,9 +124,12 @@ def _child(res: Resource, transform: Transform, **options: Any) -> Watch:
 
 
 KEDA = {"optional": True}
+# The worker pods and ReplicaSets of a model (by its label).
+BY_MODEL = {caches.BY_MODEL: caches.of_model}
 
 WATCHES: tuple[Watch, ...] = (
     # Optional like KEDA's kinds: an operator started before its CRD serves AIModels once it is installed.
+    # (Its index of the Secrets models reference is the controller's: forgetting one forgets the values.)
     Watch("models", AIMODELS, strip, None, Speed.FULL, options={"optional": True}),
     _child(SERVICE_ACCOUNTS, strip),
     _child(ROLES, strip),
@@ -121,9 +143,9 @@ WATCHES: tuple[Watch, ...] = (
     # Of every other Secret only the name and resourceVersion (metadata alone is read): those that
     # apiKeySecretRef names are read by name when they change, and kept as hashes (refs.py).
     Watch("secret_names", SECRETS, caches.keep_name, referencing, Speed.FULL, options={"metadata_only": True}),
-    Watch("replica_sets", REPLICA_SETS, caches.keep_replica_set, new_replica_set, Speed.STATUS, MANAGED),
+    Watch("replica_sets", REPLICA_SETS, caches.keep_replica_set, new_replica_set, Speed.STATUS, MANAGED, {}, BY_MODEL),
     # Worker pods, in a tiny form: what the WorkersAvailable condition needs.
-    Watch("pods", PODS, keep_pod, labelled, Speed.STATUS, MANAGED),
+    Watch("pods", PODS, keep_pod, labelled, Speed.STATUS, MANAGED, {}, BY_MODEL),
     # Not cached: a report only needs its resourceVersion, which the intake keeps.
     Watch("events", EVENTS, tiny, None, Speed.URGENT, {"fieldSelector": FIELD_SELECTOR}, {"keep": False}),
 )

@@ -59,14 +59,14 @@ async def test_pods_and_replica_sets_are_found_by_model_and_forgotten_with_the_c
     assert c.pods.by_index(BY_MODEL, "ns/m") == [(NS, "p1"), (NS, "p2")]
     c.replica_sets._apply("ADDED", replica_set("m-deployment-a", "m", 1))
     c.replica_sets._apply("ADDED", replica_set("m-deployment-b", "m", 2))
-    assert c._revisions((NS, "m")) == {"m-deployment-a": 1, "m-deployment-b": 2}
+    assert c.view.revisions((NS, "m")) == {"m-deployment-a": 1, "m-deployment-b": 2}
     # A rollback makes an old ReplicaSet the newest: its revision is read from the cache.
     c.replica_sets._apply("MODIFIED", replica_set("m-deployment-a", "m", 3, rv="2"))
-    assert c._revisions((NS, "m")) == {"m-deployment-a": 3, "m-deployment-b": 2}
+    assert c.view.revisions((NS, "m")) == {"m-deployment-a": 3, "m-deployment-b": 2}
     c.pods._apply("DELETED", worker_pod("p1", "m", rv="2"))
     c.replica_sets._apply("DELETED", replica_set("m-deployment-b", "m", 2, rv="3"))
     assert c.pods.by_index(BY_MODEL, "ns/m") == [(NS, "p2")]
-    assert c._revisions((NS, "m")) == {"m-deployment-a": 3}
+    assert c.view.revisions((NS, "m")) == {"m-deployment-a": 3}
     # A pod that lost its model label is no longer the model's.
     unlabelled = worker_pod("p2", "m", rv="3")
     unlabelled["metadata"]["labels"] = {}
@@ -97,13 +97,13 @@ async def test_a_deleted_model_is_forgotten_everywhere_in_one_call():
     c = Controller(Kube.over(FakeApi()), Settings())
     key = (NS, "m")
     c.models._apply("ADDED", model("m", secret="s"))
-    c._troubled[key] = frozenset({"Ready"})
+    c.announcer.troubled[key] = frozenset({"Ready"})
     c._settled[key] = ("1", None)
     c.applier.strangers[key] = {("Secret", "m-worker-secrets")}
     c.status_writer._last[key] = 1.0
     c.models._apply("DELETED", model("m", secret="s", rv="2"))
     assert key not in c.models
-    assert key not in c._troubled and key not in c._settled
+    assert key not in c.announcer.troubled and key not in c._settled
     assert key not in c.applier.strangers, "the stranger marks of a deleted model are dropped too"
     assert key not in c.status_writer._last
     assert c.models.by_index(BY_SECRET_REF, "ns/s") == []

@@ -78,6 +78,16 @@ class Kube:
         except NotFound:
             return None
 
+    async def find(self, res: Resource, namespace: str, name: str) -> Manifest | None:
+        """One object read with a list narrowed to its name: for kinds the RBAC grants list and
+        watch on but not get. The object carries its apiVersion and kind, as a GET's would."""
+        query = {"fieldSelector": f"metadata.name={name}"}
+        found = None
+        async for page in self.list(res, limit=1, namespace=namespace, query=query):
+            for item in page.get("items") or []:
+                found = {"apiVersion": res.api_version, "kind": res.kind, **item}
+        return found
+
     async def create(self, res: Resource, namespace: str | None, obj: Manifest, timeout: float = 30) -> Manifest:
         return cast(Manifest, await self.request("POST", res.path(namespace), body=obj, timeout=timeout))
 
