@@ -122,15 +122,3 @@ class Intake:
         for key in [k for k in self.latest if not known(k)]:
             del self.latest[key]
         self._unknown.clear()
-
-
-def tiny(event: Manifest) -> Manifest:
-    """What the informer keeps of an event: enough to follow its resourceVersion."""
-    meta = event["metadata"]
-    return {
-        "metadata": {
-            "name": meta["name"],
-            "namespace": meta.get("namespace"),
-            "resourceVersion": meta.get("resourceVersion"),
-        }
-    }

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from . import caches
 from .builders import LABEL_MANAGED_BY
 from .informer import Handler, Indexer, Informer, Transform, strip
-from .intake import FIELD_SELECTOR, tiny
+from .intake import FIELD_SELECTOR
 from .kube import (
     AIMODELS,
     DEPLOYMENTS,
@@ -146,8 +146,8 @@ WATCHES: tuple[Watch, ...] = (
     Watch("replica_sets", REPLICA_SETS, caches.keep_replica_set, new_replica_set, Speed.STATUS, MANAGED, {}, BY_MODEL),
     # Worker pods, in a tiny form: what the WorkersAvailable condition needs.
     Watch("pods", PODS, keep_pod, labelled, Speed.STATUS, MANAGED, {}, BY_MODEL),
-    # Not cached: a report only needs its resourceVersion, which the intake keeps.
-    Watch("events", EVENTS, tiny, None, Speed.URGENT, {"fieldSelector": FIELD_SELECTOR}, {"keep": False}),
+    # Not cached (no transform runs): a report only needs its resourceVersion, which the intake keeps.
+    Watch("events", EVENTS, strip, None, Speed.URGENT, {"fieldSelector": FIELD_SELECTOR}, {"keep": False}),
 )
 
 CHILDREN = tuple(w for w in WATCHES if w.route is owner)

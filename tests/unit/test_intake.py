@@ -5,7 +5,7 @@ import copy
 import pytest
 
 from aimodel_operator import intake
-from aimodel_operator.intake import FIELD_SELECTOR, Intake, parse, tiny
+from aimodel_operator.intake import FIELD_SELECTOR, Intake, parse
 from aimodel_operator.status import Report
 
 KEY = ("default", "ai-model-sample")
@@ -260,12 +260,6 @@ def test_reports_kept_per_model_are_bounded():
 def test_replica_set_of():
     assert intake.replica_set_of("m-deployment-7d4b9c-x2x9z") == "m-deployment-7d4b9c"
     assert intake.replica_set_of("") == ""
-
-
-def test_tiny_keeps_only_identity():
-    assert tiny(event(rv="200")) == {
-        "metadata": {"name": "ai-model-sample.17e0c1a2b3c4d5e6", "namespace": "default", "resourceVersion": "200"}
-    }
 
 
 def test_reasons():
