@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from aimodel_operator.cli import _parser, namespace_list
+from aimodel_operator.config import load, namespace_list
 from aimodel_operator.informer import Informer
 from aimodel_operator.kube import Resource
 from aimodel_operator.scoped import Scoped
@@ -22,12 +22,10 @@ def test_namespace_list():
         namespace_list("Team_A")
 
 
-def test_the_flag_and_the_environment(monkeypatch):
-    monkeypatch.setenv("WATCH_NAMESPACES", "x,y")
-    assert _parser().parse_args(["run"]).namespaces == ("x", "y")
-    assert _parser().parse_args(["run", "--namespaces", "z"]).namespaces == ("z",)
-    monkeypatch.delenv("WATCH_NAMESPACES")
-    assert _parser().parse_args(["run"]).namespaces == ()
+def test_the_flag_and_the_environment():
+    assert load(["run"], {"WATCH_NAMESPACES": "x,y"}).namespaces == ("x", "y")
+    assert load(["run", "--namespaces", "z"], {"WATCH_NAMESPACES": "x,y"}).namespaces == ("z",)
+    assert load(["run"], {}).namespaces == ()
 
 
 class NamespacedApi:
