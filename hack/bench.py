@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from aimodel_operator import api, builders
+from aimodel_operator import crd as crd_mod
 from aimodel_operator.intake import FIELD_SELECTOR
 from aimodel_operator.kube import AIMODELS, DEPLOYMENTS, EVENTS, Kube, Resource, load_configuration
 from aimodel_operator.settings import Settings
@@ -58,7 +59,7 @@ FLOOR_MODELS = Resource(FLOOR_GROUP, api.VERSION, api.PLURAL, api.KIND)
 
 
 def floor_crd() -> dict:
-    crd = api.crd()
+    crd = crd_mod.crd()
     crd["metadata"]["name"] = f"{api.PLURAL}.{FLOOR_GROUP}"
     crd["spec"]["group"] = FLOOR_GROUP
     return crd

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import api
+from . import crd
 from .config import Config, load
 from .logs import fields
 
@@ -28,7 +28,7 @@ log = logging.getLogger("aimodel_operator")
 def main(argv: Sequence[str] | None = None) -> int:
     config = load(argv)
     if config.command == "crd":
-        sys.stdout.write(api.crd_yaml())
+        sys.stdout.write(crd.crd_yaml())
         return 0
     return run(config)
 

@@ -5,13 +5,14 @@ from pathlib import Path
 import yaml
 
 from aimodel_operator import api, builders
+from aimodel_operator import crd as crd_mod
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_FILE = REPO / "config" / "crd" / "bases" / "model.youxam.com_aimodels.yaml"
 
 
 def _version() -> dict:
-    versions = api.crd()["spec"]["versions"]
+    versions = crd_mod.crd()["spec"]["versions"]
     assert len(versions) == 1
     return versions[0]
 
@@ -27,15 +28,15 @@ def _all_rules() -> list[dict]:
 
 def test_committed_crd_equals_generated():
     committed = yaml.safe_load(CRD_FILE.read_text())
-    assert committed == api.crd(), "config/crd/bases is stale: regenerate it with `aimodel-operator crd`"
+    assert committed == crd_mod.crd(), "config/crd/bases is stale: regenerate it with `aimodel-operator crd`"
 
 
 def test_crd_yaml_round_trips():
-    assert yaml.safe_load(api.crd_yaml()) == api.crd()
+    assert yaml.safe_load(crd_mod.crd_yaml()) == crd_mod.crd()
 
 
 def test_crd_identity():
-    crd = api.crd()
+    crd = crd_mod.crd()
     assert crd["apiVersion"] == "apiextensions.k8s.io/v1"
     assert crd["kind"] == "CustomResourceDefinition"
     assert crd["metadata"]["name"] == "aimodels.model.youxam.com"

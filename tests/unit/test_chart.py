@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from aimodel_operator import api
+from aimodel_operator import crd
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "aimodel-operator"
@@ -74,7 +74,7 @@ def test_chart_crd_is_the_same_bytes_as_the_generated_one():
     chart_crd = (CHART / "crds" / "model.youxam.com_aimodels.yaml").read_bytes()
     config_crd = (REPO / "config" / "crd" / "bases" / "model.youxam.com_aimodels.yaml").read_bytes()
     assert chart_crd == config_crd, "charts/…/crds is stale: run `make manifests`"
-    assert chart_crd.decode() == api.crd_yaml(), "the CRDs are stale: run `make manifests`"
+    assert chart_crd.decode() == crd.crd_yaml(), "the CRDs are stale: run `make manifests`"
 
 
 def test_default_objects_carry_the_kustomize_names(default):
