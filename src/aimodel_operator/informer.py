@@ -12,41 +12,25 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 
 from .kube import ApiError, Forbidden, Gone, Kube, NotFound, Resource, WatchIdle, describe, sleep_backoff
 from .logs import fields
 from .objects import Key, Manifest, key_of
+from .store import Indexer, Store, Transform, rv_int, strip
+
+__all__ = ["ABSENCE_CONFIRMATIONS", "Handler", "Indexer", "Informer", "Transform", "rv_int", "strip"]
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[str, Manifest], None]
-# What an index files an object under (its kept form): none, one or several values.
-Indexer = Callable[[Manifest], Iterable[str]]
-# What a cache keeps of each object (caches.py).
-Transform = Callable[[Manifest], Manifest]
 
 # How many times in a row discovery must say that an optional kind is gone
 # (at ``absent_retry`` intervals) before a kind that was served is taken as uninstalled.
 ABSENCE_CONFIRMATIONS = 3
 
 
-def rv_int(obj: Manifest) -> int:
-    """resourceVersion as a number (etcd revisions are; anything else sorts first)."""
-    try:
-        return int(obj.get("metadata", {}).get("resourceVersion", "0"))
-    except ValueError:
-        return 0
-
-
-def strip(obj: Manifest) -> Manifest:
-    """Drop what the operator never reads; managedFields alone often doubles an object."""
-    meta = obj.get("metadata", {})
-    meta.pop("managedFields", None)
-    return obj
-
-
-class Informer:
+class Informer(Store):
     def __init__(
         self,
         kube: Kube,
@@ -62,10 +46,10 @@ class Informer:
         metadata_only: bool = False,
         **selectors: str,
     ) -> None:
+        super().__init__(transform)
         self.kube = kube
         self.resource = resource
         self.handler = handler
-        self.transform = transform
         self.selectors = selectors
         # Only each object's metadata is read (PartialObjectMetadata): for kinds whose content
         # the operator must not hold, such as every Secret in the cluster.
@@ -79,9 +63,6 @@ class Informer:
         self.keep = keep
         self.idle = idle
         self.page_size = page_size
-        # Objects kept as compact JSON with their resourceVersion: a parsed dict costs
-        # ten times the memory, and a reconcile parses only the few it reads.
-        self.store: dict[Key, tuple[int, bytes]] = {}
         self.synced = asyncio.Event()
         # Set while the cache is current: listed and followed by a live watch. Cleared from the
         # moment a watch fails until the relist that follows it is complete.
@@ -91,92 +72,6 @@ class Informer:
         self.on_availability: Callable[[bool], None] | None = None
         self._absent_seen = 0
         self.relists = 0
-        # Secondary indexes (client-go's Indexers): name -> (value -> keys), kept with the store.
-        self._indexers: dict[str, Indexer] = {}
-        self._index: dict[str, dict[str, set[Key]]] = {}
-        self._emptied: dict[str, Callable[[str], None]] = {}
-        self._values_of: dict[Key, dict[str, tuple[str, ...]]] = {}
-
-    # -- the cache ---------------------------------------------------------------
-
-    def get(self, namespace: str, name: str) -> Manifest | None:
-        entry = self.store.get((namespace, name))
-        return json.loads(entry[1]) if entry is not None else None
-
-    def __iter__(self) -> Iterator[Key]:
-        """The keys of what is cached, as a snapshot (safe while the cache changes)."""
-        return iter(list(self.store))
-
-    def __contains__(self, key: Key) -> bool:
-        return key in self.store
-
-    def __len__(self) -> int:
-        return len(self.store)
-
-    # -- indexes -------------------------------------------------------------------------
-
-    def add_index(self, name: str, indexer: Indexer, emptied: Callable[[str], None] | None = None) -> None:
-        """Index the cache by what ``indexer`` returns for each kept object (after the transform),
-        before the informer runs. ``emptied(value)``: called when no object has ``value`` anymore."""
-        if self.store:
-            raise RuntimeError("indexes are added before the informer runs")
-        self._indexers[name] = indexer
-        self._index[name] = {}
-        if emptied is not None:
-            self._emptied[name] = emptied
-
-    def by_index(self, name: str, value: str) -> list[Key]:
-        """The keys of the cached objects ``name``'s indexer gives ``value``."""
-        return sorted(self._index[name].get(value, ()))
-
-    def _reindex(self, key: Key, kept: Manifest | None) -> None:
-        old = self._values_of.pop(key, {})
-        new = {name: tuple(indexer(kept)) for name, indexer in self._indexers.items()} if kept is not None else {}
-        if any(new.values()):
-            self._values_of[key] = new
-        for name, index in self._index.items():
-            before, after = old.get(name, ()), new.get(name, ())
-            if before == after:
-                continue
-            for value in before:
-                keys = index.get(value)
-                if keys is not None:
-                    keys.discard(key)
-                    if not keys:
-                        del index[value]
-                        if name in self._emptied and value not in after:
-                            self._emptied[name](value)
-            for value in after:
-                index.setdefault(value, set()).add(key)
-
-    # -- the store -------------------------------------------------------------------------
-
-    def _put(self, key: Key, obj: Manifest) -> tuple[int, bytes]:
-        rv = rv_int(obj)
-        kept = self.transform(obj)
-        entry = rv, json.dumps(kept, separators=(",", ":")).encode()
-        self.store[key] = entry
-        if self._indexers:
-            self._reindex(key, kept)
-        return entry
-
-    def _drop(self, key: Key) -> tuple[int, bytes] | None:
-        entry = self.store.pop(key, None)
-        if self._indexers and entry is not None:
-            self._reindex(key, None)
-        return entry
-
-    def remember(self, obj: Manifest) -> bool:
-        """Store an object we just wrote, unless the watch already brought a newer one. True when stored."""
-        key = key_of(obj)
-        current = self.store.get(key)
-        if current is None or rv_int(obj) > current[0]:
-            self._put(key, obj)
-            return True
-        return False
-
-    def forget(self, namespace: str, name: str) -> None:
-        self._drop((namespace, name))
 
     # -- events --------------------------------------------------------------------
 
