@@ -276,7 +276,8 @@ def test_settings_errors_name_the_variable(change, error):
 
 async def test_reports_are_bounded_in_rate_and_in_memory(monkeypatch):
     """Requesters cannot flood the API server or the worker's memory with distinct errors."""
-    from aimodel_worker.runner import worker as worker_module
+    from aimodel_worker.runner import reports as worker_module
+    from aimodel_worker.runner.worker import Worker
 
     clock = [1000.0]
     monkeypatch.setattr(worker_module.time, "monotonic", lambda: clock[0])
@@ -285,7 +286,7 @@ async def test_reports_are_bounded_in_rate_and_in_memory(monkeypatch):
     async def report(reason, message):
         sent.append(message)
 
-    w = worker_module.Worker(WorkerSettings.from_env(POD_ENV), report)
+    w = Worker(WorkerSettings.from_env(POD_ENV), report)
     for i in range(20):
         w.report(Reason.GENERAL_ERROR, f"error {i}")
     await w.flush_reports()
@@ -299,7 +300,7 @@ async def test_reports_are_bounded_in_rate_and_in_memory(monkeypatch):
         clock[0] += worker_module.REPORT_PERIOD
         w.report(Reason.GENERAL_ERROR, f"distinct {i}")
     await w.flush_reports()
-    assert len(w._reported) == worker_module.REPORTS_REMEMBERED
+    assert len(w.reports.reported) == worker_module.REPORTS_REMEMBERED
     # the same error again within REPORT_INTERVAL: not sent
     before = len(sent)
     w.report(Reason.GENERAL_ERROR, "distinct 1999")

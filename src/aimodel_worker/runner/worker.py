@@ -8,7 +8,6 @@ import json
 import logging
 import signal
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -20,6 +19,7 @@ from . import delivery, endpoints, gateway, openai_api, queue
 from .delivery import DeliveryError
 from .gateway import Request
 from .openai_api import Failure
+from .reports import ReportFn, Reports
 from .settings import WorkerSettings
 from .upstream import Upstream, UpstreamFailure
 
@@ -29,69 +29,27 @@ log = logging.getLogger("aimodel_worker")
 
 # Retries of a rate-limited request (each after the upstream's Retry-After) before it is answered with the 429.
 RATE_LIMIT_RETRIES = 5
-# The same (reason, message) is reported at most this often; the Event's count says how often it recurred.
-REPORT_INTERVAL = 30.0
-# How many distinct errors are remembered for that (the oldest is forgotten first).
-REPORTS_REMEMBERED = 256
-# All reports together: a burst of this many, then one per REPORT_PERIOD seconds. Requests are
-# written by anyone who can publish; however many different errors they provoke, the API server
-# and the AIModel's status see a bounded stream.
-REPORT_BURST = 5
-REPORT_PERIOD = 6.0
-
-ReportFn = Callable[[Reason, str], Awaitable[Any]]
 
 
 class Worker:
     def __init__(self, settings: WorkerSettings, report: ReportFn | None = None, name: str | None = None) -> None:
         self.settings = settings
-        self._report_fn = report
         self.name = name
         self.stopping = asyncio.Event()
         self.handled = 0
         self.failed = 0
         self._resume_at = 0.0
-        self._reported: OrderedDict[tuple[Reason, str], float] = OrderedDict()
-        self._report_tokens = float(REPORT_BURST)
-        self._report_refilled = time.monotonic()
+        self.reports = Reports(report)
         self.answers = endpoints.Policy(settings.answer_endpoints)
-        self._reports: set[asyncio.Task[Any]] = set()
         self._inflight: set[asyncio.Task[None]] = set()
 
     # -- reporting -------------------------------------------------------------------
 
     def report(self, reason: Reason, message: str) -> None:
-        """Report in the background, at most once per REPORT_INTERVAL for the same error and
-        within the global rate (REPORT_BURST, then one per REPORT_PERIOD)."""
-        log.warning("reporting %s: %s", reason.value, message)
-        now = time.monotonic()
-        key = (reason, message)
-        if self._report_fn is None or now - self._reported.get(key, -REPORT_INTERVAL) < REPORT_INTERVAL:
-            return
-        self._report_tokens = min(REPORT_BURST, self._report_tokens + (now - self._report_refilled) / REPORT_PERIOD)
-        self._report_refilled = now
-        if self._report_tokens < 1:
-            log.warning("not reported (more than %d reports in %.0f s)", REPORT_BURST, REPORT_BURST * REPORT_PERIOD)
-            return
-        self._report_tokens -= 1
-        self._reported[key] = now
-        self._reported.move_to_end(key)
-        while len(self._reported) > REPORTS_REMEMBERED:
-            self._reported.popitem(last=False)
-        task = asyncio.create_task(self._send_report(reason, message))
-        self._reports.add(task)
-        task.add_done_callback(self._reports.discard)
-
-    async def _send_report(self, reason: Reason, message: str) -> None:
-        assert self._report_fn is not None
-        try:
-            await self._report_fn(reason, message)
-        except Exception as exc:  # a report that cannot be sent must not stop the work
-            log.error("could not report %s: %s", reason.value, exc)
+        self.reports.report(reason, message)
 
     async def flush_reports(self, timeout: float = 15.0) -> None:
-        if self._reports:
-            await asyncio.wait(set(self._reports), timeout=timeout)
+        await self.reports.flush(timeout)
 
     # -- running ---------------------------------------------------------------------
 
