@@ -9,8 +9,9 @@ import pytest
 
 from aimodel_operator.config import load, namespace_list
 from aimodel_operator.informer import Informer
-from aimodel_operator.kube import Resource
+from aimodel_operator.kube import Kube, Resource
 from aimodel_operator.scoped import Scoped
+from fakekube import FakeApi
 
 THINGS = Resource("example.com", "v1", "things", "Thing")
 
@@ -28,37 +29,18 @@ def test_the_flag_and_the_environment():
     assert load(["run"], {}).namespaces == ()
 
 
-class NamespacedApi:
-    """Lists only the asked namespace (as the API server does), then watches nothing."""
-
-    def __init__(self, objects):
-        self.objects = objects
-        self.asked: list[str | None] = []
-
-    async def list(self, res, limit=500, namespace=None, **query):
-        self.asked.append(namespace)
-        items = [o for o in self.objects if namespace is None or o["metadata"]["namespace"] == namespace]
-        yield {"metadata": {"resourceVersion": "5"}, "items": [dict(i) for i in items]}
-
-    async def watch(self, res, rv, namespace=None, idle=None, opened=None, **query):
-        if opened is not None:
-            opened()
-        await asyncio.Event().wait()
-        yield {}
-
-    async def served(self, res):
-        return True
-
-
 def obj(ns, name):
     return {"metadata": {"name": name, "namespace": ns, "resourceVersion": "3"}}
 
 
 async def test_scoped_informers_read_only_their_namespaces_and_answer_as_one():
-    api = NamespacedApi([obj("a", "x"), obj("b", "y"), obj("elsewhere", "secret")])
+    api = FakeApi(THINGS)
+    for o in (obj("a", "x"), obj("b", "y"), obj("elsewhere", "secret")):
+        api.put(THINGS, o)
     seen = []
     scoped = Scoped(
-        lambda ns: Informer(api, THINGS, lambda k, o: seen.append(o["metadata"]["name"]), namespace=ns), ("a", "b")
+        lambda ns: Informer(Kube.over(api), THINGS, lambda k, o: seen.append(o["metadata"]["name"]), namespace=ns),
+        ("a", "b"),
     )
     task = asyncio.create_task(scoped.run())
     try:
@@ -68,7 +50,9 @@ async def test_scoped_informers_read_only_their_namespaces_and_answer_as_one():
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-    assert sorted(api.asked) == ["a", "b"]  # never a cluster-wide list
+    # Never a cluster-wide list or watch.
+    assert sorted(r.namespace for r in api.lists(THINGS)) == ["a", "b"]
+    assert sorted(r.namespace for r in api.watches(THINGS)) == ["a", "b"]
     assert sorted(seen) == ["x", "y"]
     assert sorted(scoped) == [("a", "x"), ("b", "y")] and len(scoped) == 2
     assert ("a", "x") in scoped and ("elsewhere", "secret") not in scoped
