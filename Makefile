@@ -57,6 +57,11 @@ manifests: setup ## Regenerate the CRD (config/crd/bases and the chart's crds/) 
 	$(BIN)/aimodel-operator crd > config/crd/bases/model.youxam.com_aimodels.yaml
 	cp config/crd/bases/model.youxam.com_aimodels.yaml charts/aimodel-operator/crds/
 
+.PHONY: podtemplate-schema
+podtemplate-schema: setup ## Regenerate spec.template's schema from the pinned Kubernetes' OpenAPI (needs `make cluster-up`), then `make manifests`.
+	$$(PYTHONPATH=hack $(BIN)/python -c 'from devcluster import kubernetes; print(kubernetes.kubectl_path())') \
+		--kubeconfig .devcluster/kubeconfig get --raw /openapi/v3/api/v1 | $(BIN)/python hack/podtemplate_schema.py
+
 .PHONY: test-unit
 test-unit: setup ## Fast tests that need no cluster.
 	$(BIN)/pytest -q tests/unit

@@ -255,6 +255,7 @@ def healthy_upstream(upstream):
     yield upstream
     upstream.mode = "ok"
     upstream.delay = 0.0
+    upstream.loading = False
 
 
 @pytest.fixture(scope="session")
@@ -295,55 +296,73 @@ def served_operator(operator_process, broker, gateway):
     return operator_process
 
 
+class ServedModel:
+    """An AIModel on the test cluster whose workers run as local processes with its Deployment's
+    environment: ``start()`` runs one, ``state()`` reads the AIModel's."""
+
+    def __init__(self, name: str, model_name: str, k, kubectl, kubeconfig, namespace: str, tmp_path: Path) -> None:
+        self.name, self.model_name = name, model_name
+        self.topic = f"persistent://public/default/model-{model_name}"
+        self.subscription = f"model-{model_name}-subscription"
+        self.rest_topic = f"persistent/public/default/model-{model_name}"  # the admin API's form
+        self.termination_log = tmp_path / f"{name}-termination-log"
+        self._k, self._kubectl, self._kubeconfig, self._namespace, self._dir = (
+            k,
+            kubectl,
+            kubeconfig,
+            namespace,
+            tmp_path,
+        )
+        self.processes: list = []
+
+    def apply(self, spec: dict) -> ServedModel:
+        self._k.apply(
+            {
+                "apiVersion": "model.youxam.com/v1alpha1",
+                "kind": "AIModel",
+                "metadata": {"name": self.name},
+                "spec": spec,
+            }
+        )
+        wait_for("the model Running", lambda: self.state()[0] == "Running")
+        return self
+
+    def env(self) -> dict[str, str]:
+        from standins.kubelet import worker_environment
+
+        return worker_environment(self._kubectl, self._kubeconfig, self._namespace, self.name, self._dir)
+
+    def start(self, **overrides: str):
+        from standins.kubelet import WorkerProcess
+
+        proc = WorkerProcess({**self.env(), **overrides}, self._dir / f"worker-{len(self.processes)}.log").start()
+        self.processes.append(proc)
+        return proc
+
+    def state(self) -> tuple[str | None, str | None]:
+        status = (self._k.get("aimodel", self.name) or {}).get("status") or {}
+        return status.get("state"), status.get("message")
+
+    def stop(self) -> None:
+        for proc in self.processes:
+            proc.stop()
+
+
 @pytest.fixture
 def served_model(served_operator, k, namespace, healthy_upstream, kubectl, kubeconfig, tmp_path):
-    upstream = healthy_upstream
     """A remote AIModel served by the stand-in upstream; ``model.start()`` runs one of its workers."""
-    from standins.kubelet import WorkerProcess, worker_environment
-
-    name = "chat"
-    model_name = f"gpt-4o-{uuid.uuid4().hex[:6]}"
-    upstream.models.add(model_name)
-    k.apply(
+    upstream = healthy_upstream
+    model = ServedModel("chat", f"gpt-4o-{uuid.uuid4().hex[:6]}", k, kubectl, kubeconfig, namespace, tmp_path)
+    upstream.models.add(model.model_name)
+    model.apply(
         {
-            "apiVersion": "model.youxam.com/v1alpha1",
-            "kind": "AIModel",
-            "metadata": {"name": name},
-            "spec": {
-                "type": "remote",
-                "model": model_name,
-                "baseURL": upstream.url,
-                "apiKey": upstream.api_key,
-                "image": "user/image:tag",
-                "maxProcessNum": 8,
-            },
+            "type": "remote",
+            "model": model.model_name,
+            "baseURL": upstream.url,
+            "apiKey": upstream.api_key,
+            "image": "user/image:tag",
+            "maxProcessNum": 8,
         }
     )
-    wait_for("the model Running", lambda: (k.get("aimodel", name).get("status") or {}).get("state") == "Running")
-    processes: list[WorkerProcess] = []
-
-    class Model:
-        def __init__(self) -> None:
-            self.name = name
-            self.model_name = model_name
-            self.topic = f"persistent://public/default/model-{model_name}"
-            self.subscription = f"model-{model_name}-subscription"
-            self.rest_topic = f"persistent/public/default/model-{model_name}"  # the admin API's form
-            self.termination_log = tmp_path / f"{name}-termination-log"
-
-        def env(self) -> dict[str, str]:
-            return worker_environment(kubectl, kubeconfig, namespace, name, tmp_path)
-
-        def start(self, **overrides: str) -> WorkerProcess:
-            env = {**self.env(), **overrides}
-            proc = WorkerProcess(env, tmp_path / f"worker-{len(processes)}.log").start()
-            processes.append(proc)
-            return proc
-
-        def state(self) -> tuple[str | None, str | None]:
-            status = k.get("aimodel", name).get("status") or {}
-            return status.get("state"), status.get("message")
-
-    yield Model()
-    for proc in processes:
-        proc.stop()
+    yield model
+    model.stop()

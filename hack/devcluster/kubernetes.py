@@ -184,6 +184,10 @@ def start_apiserver(procs: Supervisor, kube: Kube, etcd_url: str) -> None:
             f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
             f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
             "--enable-aggregator-routing=true",
+            # MutatingAdmissionPolicy (beta, off by default in 1.35): the tests inject a sidecar
+            # into the workers' Deployments the way a service mesh's webhook does.
+            "--feature-gates=MutatingAdmissionPolicy=true",
+            "--runtime-config=admissionregistration.k8s.io/v1beta1=true",
             "--profiling=false",
             "--v=0",
         ],

@@ -30,6 +30,13 @@ from .kubernetes import Kube
 from .procs import Supervisor
 
 NODE_COUNT = 2
+# A GPU node pool beside the CPU nodes, as on a production cluster: the scheduler decides where a
+# worker that asks for nvidia.com/gpu may go. Labelled like NVIDIA's GPU feature discovery does,
+# and tainted so that only workers that tolerate it land there.
+GPU_NODE_COUNT = 2
+GPUS_PER_NODE = 4
+GPU_LABEL = "nvidia.com/gpu.present"
+GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
 # As a kubelet's default (nodeLeaseDurationSeconds 40); kwok renews at a quarter of it.
 NODE_LEASE_SECONDS = 40
 MODULE = "sigs.k8s.io/kwok"
@@ -186,27 +193,35 @@ def start(procs: Supervisor, kube: Kube) -> None:
             f"--config={config}",
         ],
     )
-    kube.kubectl("apply", "-f", "-", input=nodes_manifest(NODE_COUNT))
-    procs.wait(f"{NODE_COUNT} Ready nodes", lambda: kube.ready_nodes() >= NODE_COUNT, timeout=60)
+    kube.kubectl("apply", "-f", "-", input=nodes_manifest(NODE_COUNT, GPU_NODE_COUNT))
+    total = NODE_COUNT + GPU_NODE_COUNT
+    procs.wait(f"{total} Ready nodes", lambda: kube.ready_nodes() >= total, timeout=60)
 
 
-def nodes_manifest(count: int) -> str:
-    # Without status.nodeInfo: kwok fills it, and kubectl's validation refuses a partial one.
-    items = [
-        {
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {
-                "name": f"kwok-node-{i}",
-                "labels": {"type": "kwok", "kubernetes.io/hostname": f"kwok-node-{i}", "kubernetes.io/os": "linux"},
-                "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
-            },
-            "status": {
-                # Room for the benchmark's 1000 models x 3 workers (kwok's pods cost nothing).
-                "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "2000"},
-                "capacity": {"cpu": "32", "memory": "256Gi", "pods": "2000"},
-            },
-        }
-        for i in range(count)
-    ]
+def nodes_manifest(count: int, gpu_count: int = 0) -> str:
+    """``count`` CPU nodes and ``gpu_count`` GPU nodes (GPUS_PER_NODE each, labelled and tainted)."""
+    items = [_node(f"kwok-node-{i}") for i in range(count)]
+    for i in range(gpu_count):
+        node = _node(f"kwok-gpu-{i}", gpus=GPUS_PER_NODE)
+        node["metadata"]["labels"][GPU_LABEL] = "true"
+        node["spec"] = {"taints": [GPU_TAINT]}
+        items.append(node)
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+
+
+def _node(name: str, gpus: int = 0) -> dict:
+    # Room for the benchmark's 1000 models x 3 workers (kwok's pods cost nothing).
+    resources = {"cpu": "32", "memory": "256Gi", "pods": "2000"}
+    if gpus:
+        resources["nvidia.com/gpu"] = str(gpus)
+    # Without status.nodeInfo: kwok fills it, and kubectl's validation refuses a partial one.
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": {"type": "kwok", "kubernetes.io/hostname": name, "kubernetes.io/os": "linux"},
+            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+        },
+        "status": {"allocatable": dict(resources), "capacity": dict(resources)},
+    }

@@ -3,7 +3,8 @@
 Behaviour is set on the object while it runs: ``mode`` ("ok", "revoked" -> 401 invalid_api_key,
 "quota" -> 429 insufficient_quota, "forbidden" -> 403, "broken" -> 500, "rate_limited" -> 429
 rate_limit_exceeded for the next ``rate_limited_times`` calls, then ok), ``models`` (others get
-404 model_not_found), ``delay`` (seconds before answering; streams pause as long between chunks).
+404 model_not_found; ``/v1/models`` lists them, or answers 503 while ``loading``), ``delay``
+(seconds before answering; streams pause as long between chunks).
 The answer echoes the last user message; tokens are counted as words. A request with a bearer
 key must carry ``api_key``; one without is served as a local model server (in the pod) would.
 """
@@ -31,10 +32,14 @@ class OpenAIStandIn(Served):
     def __init__(self, models: tuple[str, ...] = ("gpt-4o",), api_key: str = "sk-test") -> None:
         app = web.Application(client_max_size=8 << 20)
         app.router.add_post("/v1/chat/completions", self._completions)
+        app.router.add_get("/v1/models", self._models)
         super().__init__(app)
         self.models = set(models)
         self.api_key = api_key
         self.mode = "ok"
+        # As a local model server while it loads the model: /v1/models answers 503.
+        self.loading = False
+        self.model_looks = 0
         self.rate_limited_times = 0
         self.delay = 0.0
         self.calls = 0
@@ -42,6 +47,14 @@ class OpenAIStandIn(Served):
         self.seen: list[dict[str, Any]] = []
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
+
+    async def _models(self, request: web.Request) -> web.StreamResponse:
+        with self._lock:
+            self.model_looks += 1
+        if self.loading:
+            return _error(503, "Loading model", "unavailable_error", None)
+        listed = [{"id": m, "object": "model"} for m in sorted(self.models)]
+        return web.json_response({"object": "list", "data": listed})
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
         with self._lock:

@@ -14,6 +14,8 @@ from typing import Any
 
 import aimodel_contract as contract
 
+from . import podtemplate
+
 # The names workers know too live in the contract; the resource's own below.
 GROUP = contract.GROUP
 VERSION = contract.VERSION
@@ -156,6 +158,7 @@ SPEC_FIELDS: tuple[Field, ...] = (
         "Seconds of backlog history the HPA considers before removing workers "
         f"(default {HPA_DEFAULT_SCALE_DOWN_STABILIZATION}, the HPA's).",
     ),
+    Field("template", podtemplate.schema(), podtemplate.DESCRIPTION),
 )
 
 # Rules the OpenAPI schema alone cannot express. Each message names the field.
@@ -245,7 +248,8 @@ PRINTER_COLUMNS: tuple[dict[str, Any], ...] = (
     {"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas"},
     {"name": "State", "type": "string", "jsonPath": ".status.state"},
     {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas", "priority": 1},
-    {"name": "Backlog", "type": "integer", "jsonPath": ".spec.msgBacklogThreshold", "priority": 1},
+    # The per-worker backlog KEDA scales to (not the live queue length, which is the HPA's to read).
+    {"name": "Backlog/Worker", "type": "integer", "jsonPath": ".spec.msgBacklogThreshold", "priority": 1},
     {
         "name": "Workers",
         "type": "string",

@@ -516,7 +516,14 @@ def test_samples_apply_and_delete_with_kustomize(operator, k):
     from kube_helpers import REPO
 
     k("apply", "-k", str(REPO / "config" / "samples"))
-    names = ("ai-model-sample", "ai-model-remote-sample", "ai-model-keda-sample", "ai-model-secretref-sample")
+    names = (
+        "ai-model-sample",
+        "ai-model-remote-sample",
+        "ai-model-keda-sample",
+        "ai-model-secretref-sample",
+        "ai-model-gpu-sample",
+        "ai-model-local-server-sample",
+    )
     for name in names:
         wait_for(f"{name} to have a state", lambda name=name: status(k, name).get("state") == "Running")
     # The KEDA sample without KEDA (not installed yet in this session, or no admin URL) still runs its workers.

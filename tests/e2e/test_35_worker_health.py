@@ -105,7 +105,7 @@ def tainted_nodes(kubectl):
 def test_unschedulable_workers_show_the_schedulers_message(operator, k, kubectl, tainted_nodes):
     k.apply(aimodel("user/image:tag", replicas=2))
     cond = workers_reason(k, "Unschedulable")
-    assert cond["message"].startswith("2/2 workers Unschedulable (0/2 nodes are available: ")
+    assert cond["message"].startswith("2/2 workers Unschedulable (0/4 nodes are available: ")
     assert "untolerated taint" in cond["message"]
     for node in tainted_nodes:
         kubectl("taint", "nodes", node, "devcluster/test-")

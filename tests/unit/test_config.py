@@ -285,6 +285,8 @@ def test_samples(samples: list[dict[str, Any]]) -> None:
         "ai-model-remote-sample",
         "ai-model-keda-sample",
         "ai-model-secretref-sample",
+        "ai-model-gpu-sample",
+        "ai-model-local-server-sample",
     }
     for model in models.values():
         assert model["apiVersion"] == "model.youxam.com/v1alpha1"
@@ -327,6 +329,14 @@ def test_samples(samples: list[dict[str, Any]]) -> None:
     secret = _one(samples, "Secret", "openai-api-key")
     assert secret["stringData"] == {"apiKey": "replace-me"}
     assert "namespace" not in secret["metadata"]
+
+    gpu = models["ai-model-gpu-sample"]["spec"]["template"]["spec"]
+    assert gpu["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert gpu["nodeSelector"] and gpu["tolerations"][0]["effect"] == "NoSchedule"
+    server = models["ai-model-local-server-sample"]["spec"]["template"]["spec"]
+    [sidecar] = server["initContainers"]
+    assert sidecar["restartPolicy"] == "Always" and sidecar["startupProbe"]["httpGet"]["path"] == "/health"
+    assert server["containers"][0]["env"] == [{"name": "LOCAL_API_URL", "value": "http://127.0.0.1:8000/v1"}]
 
 
 # -- image --------------------------------------------------------------------------

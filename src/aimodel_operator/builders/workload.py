@@ -16,7 +16,6 @@ from .meta import (
     LABEL_MODEL,
     SECRET_API_KEY,
     SECRET_PULSAR_TOKEN,
-    WORKER_CONTAINER,
     child,
     content_hash,
     deployment_name,
@@ -25,6 +24,7 @@ from .meta import (
     service_account_name,
     spec_of,
 )
+from .pod import pod_template
 
 
 def _env(var: str, value: str) -> dict[str, Any]:
@@ -98,19 +98,15 @@ def deployment(
     body: dict[str, Any] = {
         "spec": {
             "selector": {"matchLabels": selector},
-            "template": {
-                "metadata": {
-                    "labels": pod_labels,
-                    # Pods read the key from the Secret only at start: roll them when it changes.
-                    "annotations": {ANNOTATION_SECRET_HASH: started_hash or secret_hash(model, settings, ref_hash)},
-                },
-                "spec": {
-                    "serviceAccountName": service_account_name(name),
-                    "containers": [
-                        {"name": WORKER_CONTAINER, "image": spec["image"], "env": worker_env(model, settings)}
-                    ],
-                },
-            },
+            "template": pod_template(
+                spec.get("template"),
+                pod_labels,
+                # Pods read the key from the Secret only at start: roll them when it changes.
+                {ANNOTATION_SECRET_HASH: started_hash or secret_hash(model, settings, ref_hash)},
+                service_account_name(name),
+                spec["image"],
+                worker_env(model, settings),
+            ),
         }
     }
     # With KEDA the HPA owns the replica count; not declaring it leaves it alone.

@@ -15,7 +15,7 @@ import aiohttp
 import pulsar.asyncio as pulsar_async
 
 from ..reasons import Reason
-from . import delivery, endpoints, gateway, openai_api, queue
+from . import delivery, endpoints, gateway, local, openai_api, queue
 from .delivery import DeliveryError
 from .gateway import Request
 from .openai_api import Failure
@@ -61,6 +61,11 @@ class Worker:
     async def run(self) -> int:
         """Serve until SIGTERM; 1 if Pulsar cannot be reached at start."""
         s = self.settings
+        if s.node_type == "local":
+            ended = await local.wait_for_server(s.chat_url, s.model_name, self.stopping, self.report)
+            if ended is not None:
+                await self.flush_reports()
+                return ended
         try:
             q = await queue.connect(s, self.name)
         except queue.QueueUnavailable as exc:
