@@ -3,7 +3,8 @@
 Starts the local cluster (building it on first use) with KEDA, installs the
 CRD, runs the operator in the background, applies the seed's sample and shows
 what it becomes; then fails it the way a worker pod would and heals it with a
-spec change; makes its workers crash-loop and heals them; sends a request through Pulsar to the
+spec change; makes its workers crash-loop and heals them; places a GPU model on the GPU node
+pool and runs a local model server beside a worker (the samples); sends a request through Pulsar to the
 reference worker (aimodel-worker) and shows the answer and the usage it publishes; and runs the
 autoscaling loop (requests queued on Pulsar, KEDA, the HPA, the reference worker draining them).
 The OpenAI-style API the worker calls and the gateway endpoint it answers are local stand-ins.
@@ -140,6 +141,71 @@ def worker_health(cluster: Cluster) -> None:
         "get",
         "events",
         "--field-selector=involvedObject.name=ai-model-sample,reason=WorkersRecovered",
+    )
+
+
+SAMPLES = REPO / "config" / "samples"
+# A volume for the local-server sample's model cache (the dev cluster has no storage provisioner).
+MODEL_CACHE = [
+    {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": "demo-model-cache"},
+        "spec": {
+            "capacity": {"storage": "4Gi"},
+            "accessModes": ["ReadOnlyMany"],
+            "hostPath": {"path": "/var/lib/models"},
+            "claimRef": {"namespace": "default", "name": "model-cache"},
+        },
+    },
+    {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "model-cache", "namespace": "default"},
+        "spec": {
+            "accessModes": ["ReadOnlyMany"],
+            "resources": {"requests": {"storage": "4Gi"}},
+            "volumeName": "demo-model-cache",
+            "storageClassName": "",
+        },
+    },
+]
+
+
+def pods_of(cluster: Cluster, model: str) -> list[dict]:
+    out = cluster.kubectl("get", "pods", "-l", f"model.youxam.com/aimodel={model}", "-o", "json")
+    return json.loads(out)["items"]
+
+
+def hardware(cluster: Cluster) -> None:
+    step("A GPU model: each worker asks for a GPU; the scheduler places it on the GPU pool")
+    show(cluster, "get", "nodes", "-L", "nvidia.com/gpu.present")
+    show(cluster, "apply", "-f", str(SAMPLES / "model_v1alpha1_aimodel_gpu.yaml"))
+    wait(
+        "3 workers on GPU nodes",
+        lambda: (
+            len(ps := pods_of(cluster, "ai-model-gpu-sample")) == 3
+            and all(p["spec"].get("nodeName", "").startswith("kwok-gpu-") for p in ps)
+        ),
+    )
+    show(cluster, "get", "pods", "-l", "model.youxam.com/aimodel=ai-model-gpu-sample", "-o", "wide")
+
+    step("A local model server beside the worker: llama.cpp as a native sidecar, a shared model cache")
+    cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": MODEL_CACHE}))
+    show(cluster, "apply", "-f", str(SAMPLES / "model_v1alpha1_aimodel_local_server.yaml"))
+    wait(
+        "the worker and its model server running",
+        lambda: [p["status"].get("phase") for p in pods_of(cluster, "ai-model-local-server-sample")] == ["Running"],
+    )
+    show(
+        cluster,
+        "get",
+        "pods",
+        "-l",
+        "model.youxam.com/aimodel=ai-model-local-server-sample",
+        "-o",
+        "custom-columns=POD:.metadata.name,SIDECARS:.spec.initContainers[*].name,"
+        "CONTAINERS:.spec.containers[*].name,PHASE:.status.phase",
     )
 
 
@@ -332,6 +398,7 @@ def main() -> None:
     show(cluster, "get", "aimodel")
 
     worker_health(cluster)
+    hardware(cluster)
 
     admin = cluster.fact("pulsar_admin_url")
     with OpenAIStandIn(models=()) as api, EndpointStandIn() as gateway:

@@ -73,6 +73,9 @@ def test_gpu_workers_land_only_on_the_gpu_pool(operator, k, kubectl):
     worker = next(c for c in placed[0]["spec"]["containers"] if c["name"] == "worker")
     assert worker["resources"]["limits"]["nvidia.com/gpu"] == "1"
     wait_for("the model Ready", lambda: condition(k, "gpu", "Ready").get("status") == "True", timeout=60)
+    # What the workers ask for is part of what `kubectl describe` shows.
+    described = k("describe", "aimodel", "gpu")
+    assert "nvidia.com/gpu:  1" in described and "Node Selector:" in described, described
 
 
 def test_more_gpus_than_a_node_has_leave_the_workers_pending_with_the_schedulers_message(operator, k):
