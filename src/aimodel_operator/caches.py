@@ -15,7 +15,7 @@ from .workers import deployment_problems
 
 REVISION = "deployment.kubernetes.io/revision"
 
-# Labelled Secrets listed per page (see Controller.__init__).
+# Labelled Secrets listed per page (the Secrets row of watches.WATCHES).
 SECRET_PAGE = 10
 
 

@@ -171,15 +171,16 @@ class Operator:
         if self.elector is not None and self.kube is not None:
             await _step("lease release", self.elector.release(safe=self.kube.writes_cancelled == 0))
         steps = (
-            ("API client", self.kube.close() if self.kube else None),
-            ("lease API client", self.lease_kube.close() if self.lease_kube else None),
-            ("metrics server", self.metrics.stop() if self.metrics else None),
-            ("metrics review API client", self.review_kube.close() if self.review_kube else None),
-            ("health server", self.health.stop() if self.health else None),
+            ("API client", self.kube.close if self.kube else None),
+            ("lease API client", self.lease_kube.close if self.lease_kube else None),
+            ("metrics server", self.metrics.stop if self.metrics else None),
+            ("metrics review API client", self.review_kube.close if self.review_kube else None),
+            ("health server", self.health.stop if self.health else None),
         )
-        for what, step in steps:
-            if step is not None:
-                await _step(what, step)
+        # Each coroutine made only when its turn comes: none is left un-awaited if one step is cut short.
+        for what, stop in steps:
+            if stop is not None:
+                await _step(what, stop())
         log.info("stopped")
 
 

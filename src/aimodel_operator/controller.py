@@ -91,7 +91,10 @@ class Controller:
     def _handler(self, watch: Watch) -> Callable[[str, Manifest], None]:
         if watch.route is not None:
             return functools.partial(self._routed, watch.route, watch.speed)
-        return self.intake.handle if watch.speed is Speed.URGENT else self._model_event
+        own = {"models": self._model_event, "events": self.intake.handle}
+        if watch.name not in own:
+            raise ValueError(f"watch {watch.name!r} has neither a route nor a handler of its own")
+        return own[watch.name]
 
     def _routed(self, route: Route, speed: Speed, kind: str, obj: Manifest) -> None:
         for key in route(kind, obj, self.models):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from .kube import ApiError, Forbidden, Gone, Kube, NotFound, Resource, WatchIdle, describe, sleep_backoff
 from .logs import fields
@@ -44,13 +44,14 @@ class Informer(Store):
         page_size: int = 500,
         namespace: str | None = None,
         metadata_only: bool = False,
-        **selectors: str,
+        selectors: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(transform)
         self.kube = kube
         self.resource = resource
         self.handler = handler
-        self.selectors = selectors
+        # labelSelector / fieldSelector of every list and watch.
+        self.selectors = dict(selectors or {})
         # Only each object's metadata is read (PartialObjectMetadata): for kinds whose content
         # the operator must not hold, such as every Secret in the cluster.
         self.metadata_only = metadata_only

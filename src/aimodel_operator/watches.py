@@ -13,7 +13,8 @@ the keys of the AIModels it concerns, and at which speed those are reconciled:
 - ``URGENT``: a worker's report: status only, ahead of everything queued.
 
 A new kind to watch is a new row; ``Controller`` builds the informers and
-routes their events from this table alone.
+routes their events from it (the two rows without a route, ``models`` and
+``events``, go to its own handlers by name).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from . import caches
 from .builders import LABEL_MANAGED_BY
@@ -60,7 +61,8 @@ class Models(Protocol):
     def by_index(self, name: str, value: str) -> list[Key]: ...
 
 
-# A change (event type, the object as kept) to the keys of the AIModels it concerns.
+# A change (event type, the object as received: the transform may already have trimmed it in
+# place) to the keys of the AIModels it concerns.
 Route = Callable[[str, Manifest, Models], Iterable[Key]]
 
 MANAGED = {"labelSelector": f"{LABEL_MANAGED_BY}={FIELD_MANAGER}"}
@@ -71,14 +73,19 @@ class Watch:
     name: str
     resource: Resource
     transform: Transform
-    route: Route | None  # None: the controller's own handler (models, reports)
+    route: Route | None  # None: the controller's own handler, by name (models, events)
     speed: Speed
+    # labelSelector / fieldSelector of the list and watch.
     selector: Mapping[str, str] = field(default_factory=dict)
-    # Informer options: optional (the kind may not be served), keep (False: nothing cached),
-    # metadata_only, page_size.
-    options: Mapping[str, Any] = field(default_factory=dict)
     # Secondary indexes kept with the cache (Informer.add_index).
     indexes: Mapping[str, Indexer] = field(default_factory=dict)
+    # The kind may not be served (KEDA's, or the CRD not installed yet), or forbidden to us.
+    optional: bool = False
+    # False: nothing is cached (a relist delivers every object again).
+    keep: bool = True
+    # Each object's metadata alone (PartialObjectMetadata).
+    metadata_only: bool = False
+    page_size: int = 500
 
 
 def informer(
@@ -87,8 +94,19 @@ def informer(
     """The cache of one row: over every namespace, or one informer per watched namespace read as one."""
 
     def one(namespace: str | None) -> Informer:
-        options = {**watch.options, **watch.selector}
-        return Informer(kube, watch.resource, handler, watch.transform, idle=idle, namespace=namespace, **options)
+        return Informer(
+            kube,
+            watch.resource,
+            handler,
+            watch.transform,
+            optional=watch.optional,
+            keep=watch.keep,
+            idle=idle,
+            page_size=watch.page_size,
+            namespace=namespace,
+            metadata_only=watch.metadata_only,
+            selectors=watch.selector,
+        )
 
     made: Informer | Scoped = one(None) if not namespaces else Scoped(one, namespaces)
     for name, indexer in watch.indexes.items():
@@ -119,35 +137,36 @@ def new_replica_set(kind: str, obj: Manifest, models: Models) -> Iterable[Key]:
     return labelled(kind, obj, models) if kind == "ADDED" else ()
 
 
-def _child(res: Resource, transform: Transform, **options: Any) -> Watch:
-    return Watch(res.kind, res, transform, owner, Speed.FULL, MANAGED, options)
+def _child(res: Resource, transform: Transform, optional: bool = False, page_size: int = 500) -> Watch:
+    return Watch(res.kind, res, transform, owner, Speed.FULL, MANAGED, optional=optional, page_size=page_size)
 
 
-KEDA = {"optional": True}
 # The worker pods and ReplicaSets of a model (by its label).
 BY_MODEL = {caches.BY_MODEL: caches.of_model}
 
 WATCHES: tuple[Watch, ...] = (
     # Optional like KEDA's kinds: an operator started before its CRD serves AIModels once it is installed.
     # (Its index of the Secrets models reference is the controller's: forgetting one forgets the values.)
-    Watch("models", AIMODELS, strip, None, Speed.FULL, options={"optional": True}),
+    Watch("models", AIMODELS, strip, None, Speed.FULL, optional=True),
     _child(SERVICE_ACCOUNTS, strip),
     _child(ROLES, strip),
     _child(ROLE_BINDINGS, strip),
     _child(DEPLOYMENTS, caches.keep_deployment),
-    _child(SCALED_OBJECTS, strip, **KEDA),
-    _child(TRIGGER_AUTHS, strip, **KEDA),
+    _child(SCALED_OBJECTS, strip, optional=True),
+    _child(TRIGGER_AUTHS, strip, optional=True),
     # Our own Secrets, whole. Small pages: anyone may put our label on a large Secret of theirs,
     # and a page is parsed whole before the transform drops what is not ours (10 of 1 MiB at most).
     _child(SECRETS, caches.keep_secret, page_size=caches.SECRET_PAGE),
     # Of every other Secret only the name and resourceVersion (metadata alone is read): those that
     # apiKeySecretRef names are read by name when they change, and kept as hashes (refs.py).
-    Watch("secret_names", SECRETS, caches.keep_name, referencing, Speed.FULL, options={"metadata_only": True}),
-    Watch("replica_sets", REPLICA_SETS, caches.keep_replica_set, new_replica_set, Speed.STATUS, MANAGED, {}, BY_MODEL),
+    Watch("secret_names", SECRETS, caches.keep_name, referencing, Speed.FULL, metadata_only=True),
+    Watch(
+        "replica_sets", REPLICA_SETS, caches.keep_replica_set, new_replica_set, Speed.STATUS, MANAGED, indexes=BY_MODEL
+    ),
     # Worker pods, in a tiny form: what the WorkersAvailable condition needs.
-    Watch("pods", PODS, keep_pod, labelled, Speed.STATUS, MANAGED, {}, BY_MODEL),
+    Watch("pods", PODS, keep_pod, labelled, Speed.STATUS, MANAGED, indexes=BY_MODEL),
     # Not cached (no transform runs): a report only needs its resourceVersion, which the intake keeps.
-    Watch("events", EVENTS, strip, None, Speed.URGENT, {"fieldSelector": FIELD_SELECTOR}, {"keep": False}),
+    Watch("events", EVENTS, strip, None, Speed.URGENT, {"fieldSelector": FIELD_SELECTOR}, keep=False),
 )
 
 CHILDREN = tuple(w for w in WATCHES if w.route is owner)

@@ -88,3 +88,31 @@ def test_credentials_repr_shows_no_secret():
 
     creds = Credentials(server="https://k8s:6443", token="bearer-sekret", key_data=b"-----BEGIN KEY sekret")
     assert "sekret" not in repr(creds) and "https://k8s:6443" in repr(creds)
+
+
+async def test_a_refused_keep_warm_read_is_not_counted_as_one():
+    """The keep-warm read's answer is looked at: a 401 (a token gone stale) warms nothing."""
+    import asyncio
+
+    from aiohttp import web
+
+    from aimodel_operator.kube import Kube
+    from aimodel_worker.credentials import Credentials
+
+    seen: list[str] = []
+
+    async def refuse(request: web.Request) -> web.Response:
+        seen.append(request.path)
+        return web.json_response({"kind": "Status", "code": 401}, status=401)
+
+    runner, url = await _serve(refuse)
+    kube = Kube(Credentials(server=url, token="t"), keep_warm=0.05)
+    try:
+        await kube.transport.send("GET", "/healthz")  # opens the pool, and with it the keep-warm loop
+        async with asyncio.timeout(5):
+            while seen.count("/version") < 3:  # noqa: ASYNC110 - the server counts the reads
+                await asyncio.sleep(0.01)
+        assert kube.transport.keep_warm_reads == 0  # type: ignore[attr-defined]
+    finally:
+        await kube.close()
+        await runner.cleanup()

@@ -96,3 +96,15 @@ def test_a_report_goes_ahead_of_everything_queued():
     c.caches["events"].handler("ADDED", report)
     assert queued(c) == ([(NS, "plain")], [(NS, "m")])
     assert Speed.URGENT in {w.speed for w in WATCHES}
+
+
+def test_a_row_without_a_route_needs_a_handler_of_its_own():
+    import pytest
+
+    from aimodel_operator.informer import strip
+    from aimodel_operator.kube import PODS
+    from aimodel_operator.watches import Watch
+
+    c = controller_with()
+    with pytest.raises(ValueError, match="'stray' has neither a route nor a handler of its own"):
+        c._handler(Watch("stray", PODS, strip, None, Speed.STATUS))

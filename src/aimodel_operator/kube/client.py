@@ -17,7 +17,7 @@ from aimodel_worker.credentials import Credentials
 
 from ..objects import Manifest
 from ..settings import FIELD_MANAGER
-from .errors import ApiError, Conflict, NotFound, WatchIdle, for_status
+from .errors import Conflict, NotFound, WatchIdle, for_status
 from .lines import json_lines
 from .resources import BY_KIND, Resource
 from .transport import JSON, KEEPALIVE, HttpTransport, Transport, WriteGate
@@ -220,6 +220,3 @@ async def sleep_backoff(attempt: int, base: float = 0.2, cap: float = 30.0) -> N
     # Jittered: the informers of one operator that fail together (an API server restart) do not
     # retry in lockstep.
     await asyncio.sleep(backoff.delay(attempt, base, cap))
-
-
-__all__ = ["ApiError", "Kube", "sleep_backoff"]

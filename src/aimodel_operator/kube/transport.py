@@ -1,7 +1,7 @@
 """The HTTP transport: connection pools, credentials, keep-warm, the write fence, metrics.
 
 The client's verbs (``client.py``) speak to a ``Transport``; this is the real
-one, over aiohttp. The unit tests speak to an in-memory one with the same two
+one, over aiohttp. The unit tests speak to an in-memory one with the same
 calls (``tests/fakekube.py``).
 """
 
@@ -93,7 +93,8 @@ class _AiohttpStream:
         self.status = resp.status
 
     async def body(self) -> Any:
-        return parse(await self.resp.read())
+        raw = await self.resp.read()
+        return parse(raw) if raw else ""
 
     async def chunk(self) -> bytes:
         return await self.resp.content.readany()
@@ -185,7 +186,10 @@ class HttpTransport:
                 await asyncio.sleep(every - idle)
                 continue
             try:
-                await self.send("GET", "/version", timeout=10)
+                answer = await self.send("GET", "/version", timeout=10)
+                if answer.status >= 300:
+                    log.debug("keep-warm read refused: HTTP %d", answer.status)
+                    continue
                 self.keep_warm_reads += 1
             except asyncio.CancelledError:
                 raise
