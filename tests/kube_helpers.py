@@ -216,3 +216,55 @@ class OperatorProcess:
         if self.log_path is None or not self.log_path.exists():
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+class ServedModel:
+    """An AIModel on the test cluster whose workers run as local processes with its Deployment's
+    environment: ``start()`` runs one, ``state()`` reads the AIModel's."""
+
+    def __init__(self, name: str, model_name: str, k, kubectl, kubeconfig, namespace: str, tmp_path: Path) -> None:
+        self.name, self.model_name = name, model_name
+        self.topic = f"persistent://public/default/model-{model_name}"
+        self.subscription = f"model-{model_name}-subscription"
+        self.rest_topic = f"persistent/public/default/model-{model_name}"  # the admin API's form
+        self.termination_log = tmp_path / f"{name}-termination-log"
+        self._k, self._kubectl, self._kubeconfig, self._namespace, self._dir = (
+            k,
+            kubectl,
+            kubeconfig,
+            namespace,
+            tmp_path,
+        )
+        self.processes: list = []
+
+    def apply(self, spec: dict) -> ServedModel:
+        self._k.apply(
+            {
+                "apiVersion": "model.youxam.com/v1alpha1",
+                "kind": "AIModel",
+                "metadata": {"name": self.name},
+                "spec": spec,
+            }
+        )
+        wait_for("the model Running", lambda: self.state()[0] == "Running")
+        return self
+
+    def env(self) -> dict[str, str]:
+        from standins.kubelet import worker_environment
+
+        return worker_environment(self._kubectl, self._kubeconfig, self._namespace, self.name, self._dir)
+
+    def start(self, **overrides: str):
+        from standins.kubelet import WorkerProcess
+
+        proc = WorkerProcess({**self.env(), **overrides}, self._dir / f"worker-{len(self.processes)}.log").start()
+        self.processes.append(proc)
+        return proc
+
+    def state(self) -> tuple[str | None, str | None]:
+        status = (self._k.get("aimodel", self.name) or {}).get("status") or {}
+        return status.get("state"), status.get("message")
+
+    def stop(self) -> None:
+        for proc in self.processes:
+            proc.stop()

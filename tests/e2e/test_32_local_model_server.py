@@ -11,14 +11,12 @@ import uuid
 
 import pytest
 
-from kube_helpers import wait_for
+from kube_helpers import ServedModel, wait_for
 
 
 @pytest.fixture
 def local_model(served_operator, k, namespace, healthy_upstream, kubectl, kubeconfig, tmp_path):
     """A local AIModel whose worker's LOCAL_API_URL (from its template) is the stand-in."""
-    from conftest import ServedModel
-
     upstream = healthy_upstream
     model = ServedModel("tiny", f"TinyLlama-1.1B-{uuid.uuid4().hex[:6]}", k, kubectl, kubeconfig, namespace, tmp_path)
     template = {"spec": {"containers": [{"name": "worker", "env": [{"name": "LOCAL_API_URL", "value": upstream.url}]}]}}
