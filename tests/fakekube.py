@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,6 +131,9 @@ class FakeApi:
 
     def remove(self, res: Resource, namespace: str | None, name: str) -> None:
         obj = self.objects.pop((res.plural, namespace or "", name))
+        # As the API server does, the DELETED event carries the deletion's own revision.
+        self.rv += 1
+        obj["metadata"]["resourceVersion"] = str(self.rv)
         self._event(res.plural, namespace or "", "DELETED", obj)
 
     def object(self, res: Resource, namespace: str | None, name: str) -> dict | None:
@@ -405,3 +408,12 @@ def kube_over(api: FakeApi) -> kube.Kube:
 
 
 __all__ = ["ALL", "Answer", "FakeApi", "Listing", "Request", "kube_over"]
+
+
+async def until(what: str, condition: Callable[[], object], timeout: float = 5.0) -> None:
+    try:
+        async with asyncio.timeout(timeout):
+            while not condition():  # noqa: ASYNC110 - waits on the informers' visible state
+                await asyncio.sleep(0.001)
+    except TimeoutError:
+        raise AssertionError(f"not within {timeout}s: {what}") from None

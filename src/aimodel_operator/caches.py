@@ -67,6 +67,8 @@ def keep_replica_set(obj: Manifest) -> Manifest:
 # Informer indexes: the worker pods and ReplicaSets of a model, the models that reference a Secret.
 BY_MODEL = "model"
 BY_SECRET_REF = "apiKeySecretRef"
+# The AIModels that name a model (spec.model): who holds it (claims.py).
+BY_MODEL_NAME = "modelName"
 
 
 def model_key(obj: Manifest) -> Key | None:
@@ -86,6 +88,12 @@ def secret_ref(obj: Manifest) -> tuple[str, ...]:
     """``namespace/name`` of the Secret the AIModel's apiKeySecretRef names."""
     name = (builders.spec_of(obj).get("apiKeySecretRef") or {}).get("name")
     return (f"{obj['metadata'].get('namespace', '')}/{name}",) if name else ()
+
+
+def model_name(obj: Manifest) -> tuple[str, ...]:
+    """The BY_MODEL_NAME index value of an AIModel: its spec.model."""
+    name = builders.spec_of(obj).get("model")
+    return (name,) if isinstance(name, str) and name else ()
 
 
 def index_value(key: Key) -> str:

@@ -247,7 +247,8 @@ class ChildApplier:
         return await self._apply(desired, live["metadata"]["uid"], informer)
 
     async def remove_stale(self, model: Manifest, wanted: set[tuple[str, str]]) -> list[str]:
-        """Delete optional children this AIModel controls but no longer needs (its Secret, the KEDA objects)."""
+        """Delete optional children this AIModel controls but no longer needs (its Secret, the KEDA
+        objects; its Deployment while another namespace holds its model name)."""
         meta = model["metadata"]
         ns = meta["namespace"]
         removed = []
@@ -265,8 +266,9 @@ class ChildApplier:
         return removed
 
 
-# Children that exist only while the spec or the settings need them, with their names.
+# Children that exist only while the spec, the settings or the model name's holder need them.
 OPTIONAL_CHILDREN = (
+    ("Deployment", builders.deployment_name),
     ("Secret", builders.secret_name),
     ("ScaledObject", builders.scaled_object_name),
     ("TriggerAuthentication", builders.trigger_auth_name),

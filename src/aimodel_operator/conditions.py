@@ -6,11 +6,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import api, builders
+from .claims import MODEL_NAME_IN_USE
 from .objects import Manifest
 from .status import AUTOSCALING, READY, WORKERS, WORKERS_STARTING, Condition
 
 # Ready reasons that mean the operator found something wrong with the AIModel or its children.
-PROBLEM_REASONS = frozenset({"ChildConflict", "APIKeySecretNotFound", "ApplyFailed"})
+PROBLEM_REASONS = frozenset({"ChildConflict", "APIKeySecretNotFound", "ApplyFailed", MODEL_NAME_IN_USE})
 # A passing failure (the API server unavailable, a namesake being collected): said in status, no Event.
 NOT_APPLIED = "ChildrenNotApplied"
 
@@ -24,10 +25,17 @@ class Announcement:
     message: str
 
 
-def autoscaling(model: Manifest, keda: bool, pulsar_admin_url: str, scaled_object: Manifest | None) -> Condition | None:
-    """The Autoscaling condition: what KEDA does for a model that asks for it (None when it does not)."""
+def autoscaling(
+    model: Manifest, keda: bool, pulsar_admin_url: str, scaled_object: Manifest | None, held_elsewhere: bool = False
+) -> Condition | None:
+    """The Autoscaling condition: what KEDA does for a model that asks for it (None when it does not).
+    ``held_elsewhere``: another namespace holds the model name (claims.py)."""
     if not builders.wants_autoscaling(model):
         return None
+    if held_elsewhere:
+        return Condition(
+            AUTOSCALING, False, MODEL_NAME_IN_USE, "no ScaledObject while another namespace holds the model name"
+        )
     if not keda:
         return Condition(
             AUTOSCALING,

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import builders, caches, conditions, metrics, watches
+from . import builders, caches, claims, conditions, metrics, watches
 from . import status as status_mod
 from .announcer import Announcer
 from .background import Background
@@ -78,6 +78,9 @@ class Controller:
         rate = status_writes_per_second
         self.status_writer = StatusWriter(kube, writes_per_second=rate, burst=int(2 * rate))
         self.models.add_index(caches.BY_SECRET_REF, caches.secret_ref, emptied=self._secret_unreferenced)
+        self.models.add_index(caches.BY_MODEL_NAME, caches.model_name, changed=self._namesakes_changed)
+        # Per model name: the namespace that holds it (claims.py), to wake its namesakes when that changes.
+        self._holders: dict[str, str] = {}
         self.synced = asyncio.Event()
         self.announcer = Announcer(self.recorder)
         self.view = StatusView(self.children, self.replica_sets, self.pods, self.intake, settings, lambda: self.caps)
@@ -132,6 +135,23 @@ class Controller:
         """No AIModel references this Secret anymore: its hashed values are not kept."""
         namespace, _, name = value.partition("/")
         self.refs.forget((namespace, name))
+
+    def _holder_namespace(self, name: str) -> str | None:
+        keys = self.models.by_index(caches.BY_MODEL_NAME, name)
+        return claims.holder_namespace(m for k in keys if (m := self.models.get(*k)) is not None)
+
+    def _namesakes_changed(self, name: str) -> None:
+        """An AIModel began or stopped naming model ``name``: if another namespace holds it now,
+        every namesake is reconciled in full (one takes over, or gives up its workers)."""
+        holder = self._holder_namespace(name)
+        if holder == self._holders.get(name):
+            return
+        if holder is None:
+            del self._holders[name]
+            return
+        self._holders[name] = holder
+        for key in self.models.by_index(caches.BY_MODEL_NAME, name):
+            self._enqueue(key, Speed.FULL)
 
     def _keda_availability(self, available: bool) -> None:
         log.info("keda", extra=fields(available=available))
@@ -233,7 +253,12 @@ class Controller:
         started = None
         if ref_hash is None and builders.spec_of(model).get("apiKeySecretRef"):
             started = builders.started_secret_hash(self.view.deployment(model))
-        desired = builders.children(model, self.settings, self.caps, ref_hash, started)
+        held = claims.in_use(model, self._holder_namespace(builders.spec_of(model).get("model", "")))
+        if held is not None:
+            # Another namespace holds the model name: no workers, no queue credential, no scaling.
+            desired = builders.access_children(model)
+        else:
+            desired = builders.children(model, self.settings, self.caps, ref_hash, started)
         outcome = await self.applier.apply_all(model, desired)
         removed: list[str] = []
         if outcome.complete:
@@ -243,7 +268,8 @@ class Controller:
         if outcome.applied or removed:
             self.announcer.changed(model, outcome.applied, removed)
         problem = (
-            conditions.child_conflicts(outcome.conflicts)
+            held
+            or conditions.child_conflicts(outcome.conflicts)
             or conditions.apply_failed(outcome.refused)
             or conditions.not_applied(outcome.missing, outcome.errors)
             or conditions.api_key_secret(model, self.refs.keys(model))

@@ -66,9 +66,15 @@ class Scoped:
         if part is not None:
             part.forget(namespace, name)
 
-    def add_index(self, name: str, indexer: Indexer, emptied: Callable[[str], None] | None = None) -> None:
+    def add_index(
+        self,
+        name: str,
+        indexer: Indexer,
+        emptied: Callable[[str], None] | None = None,
+        changed: Callable[[str], None] | None = None,
+    ) -> None:
         for part in self.parts.values():
-            part.add_index(name, indexer, emptied)
+            part.add_index(name, indexer, emptied, changed)
 
     def by_index(self, name: str, value: str) -> list[Key]:
         return [key for part in self.parts.values() for key in part.by_index(name, value)]

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from . import builders, caches, conditions
+from . import builders, caches, claims, conditions
 from . import status as status_mod
 from .builders import Capabilities
 from .intake import Intake
@@ -54,7 +54,8 @@ class StatusView:
         deployment = self.deployment(model)
         caps = self.caps()
         scaled = self.children["ScaledObject"].get(meta["namespace"], builders.scaled_object_name(meta["name"]))
-        autoscaling = conditions.autoscaling(model, caps.keda, self.settings.pulsar_admin_url, scaled)
+        held = problem is not None and problem.reason == claims.MODEL_NAME_IN_USE
+        autoscaling = conditions.autoscaling(model, caps.keda, self.settings.pulsar_admin_url, scaled, held)
         extra = (autoscaling,) if autoscaling is not None else ()
         # Read from the ReplicaSet cache once: who may speak for the spec, and the current workers.
         revisions = self.revisions(key)

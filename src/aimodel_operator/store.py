@@ -40,6 +40,7 @@ class Store:
         self._indexers: dict[str, Indexer] = {}
         self._index: dict[str, dict[str, set[Key]]] = {}
         self._emptied: dict[str, Callable[[str], None]] = {}
+        self._changed: dict[str, Callable[[str], None]] = {}
         self._values_of: dict[Key, dict[str, tuple[str, ...]]] = {}
 
     # -- the cache ---------------------------------------------------------------
@@ -60,15 +61,25 @@ class Store:
 
     # -- indexes -------------------------------------------------------------------------
 
-    def add_index(self, name: str, indexer: Indexer, emptied: Callable[[str], None] | None = None) -> None:
+    def add_index(
+        self,
+        name: str,
+        indexer: Indexer,
+        emptied: Callable[[str], None] | None = None,
+        changed: Callable[[str], None] | None = None,
+    ) -> None:
         """Index the cache by what ``indexer`` returns for each kept object (after the transform),
-        before the informer runs. ``emptied(value)``: called when no object has ``value`` anymore."""
+        before the informer runs. ``emptied(value)``: called when no object has ``value`` anymore;
+        ``changed(value)``: called when an object joins or leaves ``value`` (the cache already
+        holds the change)."""
         if self.store:
             raise RuntimeError("indexes are added before the informer runs")
         self._indexers[name] = indexer
         self._index[name] = {}
         if emptied is not None:
             self._emptied[name] = emptied
+        if changed is not None:
+            self._changed[name] = changed
 
     def by_index(self, name: str, value: str) -> list[Key]:
         """The keys of the cached objects ``name``'s indexer gives ``value``."""
@@ -93,6 +104,9 @@ class Store:
                             self._emptied[name](value)
             for value in after:
                 index.setdefault(value, set()).add(key)
+            if name in self._changed:
+                for value in {*before, *after}:
+                    self._changed[name](value)
 
     # -- the store -------------------------------------------------------------------------
 

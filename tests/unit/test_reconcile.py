@@ -8,7 +8,7 @@ the writes one reconcile makes.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -17,7 +17,7 @@ from aimodel_operator.controller import Controller
 from aimodel_operator.kube import AIMODELS, DEPLOYMENTS, EVENTS, Kube
 from aimodel_operator.loop import DONE
 from aimodel_operator.settings import Settings
-from fakekube import FakeApi
+from fakekube import FakeApi, until
 
 KEY = ("ns", "m")
 
@@ -34,15 +34,6 @@ def aimodel(replicas: int = 1, generation: int = 1) -> dict:
             "replicas": replicas,
         },
     }
-
-
-async def until(what: str, condition: Callable[[], object], timeout: float = 5.0) -> None:
-    try:
-        async with asyncio.timeout(timeout):
-            while not condition():  # noqa: ASYNC110 - waits on the informers' visible state
-                await asyncio.sleep(0.001)
-    except TimeoutError:
-        raise AssertionError(f"not within {timeout}s: {what}") from None
 
 
 @pytest.fixture

@@ -43,6 +43,7 @@ __all__ = [
     "SECRET_PULSAR_TOKEN",
     "WORKER_CONTAINER",
     "Capabilities",
+    "access_children",
     "autoscaled",
     "children",
     "content_hash",
@@ -70,6 +71,11 @@ __all__ = [
 ]
 
 
+def access_children(model: Manifest) -> list[Manifest]:
+    """The children that let a model's workers report: what a model has even when it runs none."""
+    return [service_account(model), role(model), role_binding(model)]
+
+
 def children(
     model: Manifest,
     settings: Settings,
@@ -82,7 +88,7 @@ def children(
     ``ref_hash``: a hash of the API key behind ``apiKeySecretRef`` (None when unknown);
     ``started_hash``: see ``deployment``.
     """
-    out = [service_account(model), role(model), role_binding(model)]
+    out = access_children(model)
     # An empty Secret would only be one more object to write and keep.
     if secret_data(model, settings):
         out.append(secret(model, settings))
