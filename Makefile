@@ -67,8 +67,12 @@ test-unit: setup ## Fast tests that need no cluster.
 	$(BIN)/pytest -q tests/unit
 
 .PHONY: test
-test: setup lint ## The whole suite: lint, unit, and end-to-end tests on a local cluster (built on first use).
+test: setup lint tools ## The whole suite: lint, unit, and end-to-end tests on a local cluster (built on first use).
 	$(BIN)/pytest -q tests
+
+.PHONY: tools
+tools: setup ## Build (first use only, with progress; about 20 minutes on two cores) what the local cluster and the tests run.
+	$(DEVCLUSTER) build --keda --pulsar --helm
 
 ##@ Local cluster (etcd, kube-apiserver, controller-manager, scheduler, kwok as local processes)
 
@@ -79,6 +83,10 @@ cluster-up: setup ## Start the local cluster in .devcluster/ (KEDA=1 adds KEDA, 
 .PHONY: cluster-down
 cluster-down: setup ## Stop every process of the local cluster.
 	$(DEVCLUSTER) down
+
+.PHONY: pulsar-token
+pulsar-token: setup ## Print a token for ROLE=x signed with the local Pulsar's key (TTL=seconds, default: no expiry).
+	$(DEVCLUSTER) pulsar-token --role "$(ROLE)" $(if $(TTL),--ttl $(TTL))
 
 .PHONY: cluster-status
 cluster-status: setup ## Show the local cluster's processes, memory and nodes.

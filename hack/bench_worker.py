@@ -29,13 +29,15 @@ STATE_DIR = REPO / ".devcluster-bench-worker"
 RUNS = {1: 100, 16: 1000, 256: 3000}
 
 
-def measure(broker: str, api: OpenAIStandIn, gateway: EndpointStandIn, concurrency: int, count: int) -> dict:
+def measure(
+    broker: str, token: str, api: OpenAIStandIn, gateway: EndpointStandIn, concurrency: int, count: int
+) -> dict:
     import pulsar
 
     model = f"bench-{uuid.uuid4().hex[:6]}"
     api.models.add(model)
     topic = f"persistent://public/default/model-{model}"
-    client = pulsar.Client(broker, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
+    client = pulsar_mod.client(broker, token)
     # The workers' subscription first, so that the queued requests are kept for it.
     client.subscribe(topic, f"model-{model}-subscription", consumer_type=pulsar.ConsumerType.Shared).close()
     producer = client.create_producer(topic, batching_enabled=True, block_if_queue_full=True)
@@ -54,6 +56,7 @@ def measure(broker: str, api: OpenAIStandIn, gateway: EndpointStandIn, concurren
         "API_KEY": api.api_key,
         "MAX_PROCESS_NUM": str(concurrency),
         "PULSAR_URL": broker,
+        "PULSAR_TOKEN": token,
         "RES_TOPIC_NAME": "res-topic",
         "ANSWER_ENDPOINTS": gateway.url,
         "LOG_LEVEL": "WARNING",
@@ -91,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         with OpenAIStandIn(models=()) as api, EndpointStandIn() as gateway:
             api.delay = args.latency
             for concurrency, count in RUNS.items():
-                result = measure(broker, api, gateway, concurrency, count)
+                result = measure(broker, str(procs.fact("pulsar_admin_token")), api, gateway, concurrency, count)
                 results.append(result)
                 print(
                     f"MAX_PROCESS_NUM={concurrency:<4} {result['requests']:>5} requests: "

@@ -72,6 +72,7 @@ def start_operator(cluster: Cluster) -> None:
             "KUBECONFIG": str(cluster.kubeconfig),
             "PULSAR_ADMIN_URL": cluster.fact("pulsar_admin_url"),
             "PULSAR_URL": cluster.fact("pulsar_url"),
+            "PULSAR_TOKEN": cluster.fact("pulsar_admin_token"),
         },
     )
     cluster.wait(
@@ -224,11 +225,7 @@ def start_worker(cluster: Cluster, name: str, **env: str) -> WorkerProcess:
 
 def queue_requests(cluster: Cluster, topic: str, messages: list[dict]) -> None:
     """What the API gateway does: each request as a message on model-<model>."""
-    import pulsar as pulsar_client
-
-    client = pulsar_client.Client(
-        cluster.fact("pulsar_url"), logger=pulsar_client.ConsoleLogger(pulsar_client.LoggerLevel.Warn)
-    )
+    client = pulsar.client(cluster.fact("pulsar_url"), cluster.fact("pulsar_admin_token"))
     producer = client.create_producer(topic, block_if_queue_full=True)
     for message in messages:
         producer.send(json.dumps(message).encode())
@@ -258,9 +255,7 @@ def one_request(cluster: Cluster, api: OpenAIStandIn, gateway: EndpointStandIn) 
     print(f"$ kubectl apply -f -    # {WORKER_SAMPLE}: remote, gpt-4o-mini, baseURL {api.url}", flush=True)
     print(cluster.kubectl("apply", "-f", "-", input=json.dumps(model)), end="", flush=True)
     wait("state Running", lambda: aimodel_field(cluster, WORKER_SAMPLE, ".status.state") == "Running")
-    client = pulsar_client.Client(
-        cluster.fact("pulsar_url"), logger=pulsar_client.ConsoleLogger(pulsar_client.LoggerLevel.Warn)
-    )
+    client = pulsar.client(cluster.fact("pulsar_url"), cluster.fact("pulsar_admin_token"))
     # A subscription of the demo's own, gone afterwards (a durable one would keep collecting records).
     results = client.subscribe(
         "res-topic", f"demo-usage-{os.getpid()}", initial_position=pulsar_client.InitialPosition.Latest
@@ -300,6 +295,7 @@ def hpa_targets(cluster: Cluster) -> str:
 
 
 def autoscaling_loop(cluster: Cluster, admin: str, api: OpenAIStandIn, gateway: EndpointStandIn) -> None:
+    token = cluster.fact("pulsar_admin_token")
     topic, subscription = "persistent/public/default/model-TinyLlama-1.1B", "model-TinyLlama-1.1B-subscription"
     rows: list[tuple[str, ...]] = []
 
@@ -308,7 +304,7 @@ def autoscaling_loop(cluster: Cluster, admin: str, api: OpenAIStandIn, gateway: 
         rows.append(
             (
                 phase,
-                str(pulsar.backlog(admin, topic, subscription)),
+                str(pulsar.backlog(admin, token, topic, subscription)),
                 hpa_targets(cluster),
                 str(dep["spec"].get("replicas")),
                 str((dep.get("status") or {}).get("readyReplicas", 0)),
@@ -319,7 +315,7 @@ def autoscaling_loop(cluster: Cluster, admin: str, api: OpenAIStandIn, gateway: 
 
     step("KEDA: the sample scales on its Pulsar backlog (Pulsar -> KEDA adapter -> HPA -> Deployment)")
     # What the workers and the API gateway do: the shared subscription, then requests on model-<model>.
-    pulsar.subscribe(admin, topic, subscription)
+    pulsar.subscribe(admin, token, topic, subscription)
     show(cluster, "apply", "-f", str(REPO / "config" / "samples" / "model_v1alpha1_aimodel_keda.yaml"))
     # Short knobs so the demo takes seconds: KEDA polls every 2 s, the HPA removes workers without waiting.
     patch_model(
@@ -347,7 +343,7 @@ def autoscaling_loop(cluster: Cluster, admin: str, api: OpenAIStandIn, gateway: 
     try:
         for rid in ids:
             gateway.answer(rid, timeout=60)
-        wait("an empty backlog", lambda: pulsar.backlog(admin, topic, subscription) == 0)
+        wait("an empty backlog", lambda: pulsar.backlog(admin, token, topic, subscription) == 0)
     finally:
         worker.stop()
     print(f"the reference worker answered all {QUEUED} requests", flush=True)

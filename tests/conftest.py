@@ -231,6 +231,16 @@ def recorded_operator(crds_installed, operator_process, operator_identity, kubec
 
 
 @pytest.fixture(scope="session")
+def pulsar_token(cluster, pulsar) -> str:
+    """The test Pulsar's superuser token (it refuses anonymous clients)."""
+    _, local = cluster
+    token = local.fact("pulsar_admin_token") if local is not None else os.environ.get("AIMODEL_TEST_PULSAR_TOKEN", "")
+    if not token:
+        pytest.skip("an external cluster needs AIMODEL_TEST_PULSAR_TOKEN (a Pulsar superuser token)")
+    return str(token)
+
+
+@pytest.fixture(scope="session")
 def broker(cluster, pulsar) -> str:
     """The Pulsar broker URL (pulsar://) of the test cluster's Pulsar."""
     _, local = cluster
@@ -268,11 +278,11 @@ def gateway():
 
 
 @pytest.fixture
-def send_requests(broker):
+def send_requests(broker, pulsar_token):
     """``send_requests(topic, messages)``: queue request messages as the gateway does."""
-    import pulsar
+    from devcluster import pulsar as pulsar_mod
 
-    client = pulsar.Client(broker, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
+    client = pulsar_mod.client(broker, pulsar_token)
 
     def send(topic: str, messages: list[dict]) -> None:
         producer = client.create_producer(topic)
@@ -288,11 +298,18 @@ RES_TOPIC = "res-topic"
 
 
 @pytest.fixture
-def served_operator(operator_process, broker, gateway):
-    """The operator giving workers the test Pulsar's URL and the stand-in gateway as their one
-    answer endpoint (restored by the ``operator`` fixture later)."""
+def served_operator(operator_process, broker, pulsar_token, gateway):
+    """The operator giving workers the test Pulsar's URL and token (single-token mode) and the
+    stand-in gateway as their one answer endpoint (restored by the ``operator`` fixture later)."""
     operator_process.stop()
-    operator_process.start({"PULSAR_URL": broker, "RES_TOPIC_NAME": RES_TOPIC, "ANSWER_ENDPOINTS": gateway.url})
+    operator_process.start(
+        {
+            "PULSAR_URL": broker,
+            "PULSAR_TOKEN": pulsar_token,
+            "RES_TOPIC_NAME": RES_TOPIC,
+            "ANSWER_ENDPOINTS": gateway.url,
+        }
+    )
     return operator_process
 
 

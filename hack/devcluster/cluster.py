@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from . import certs, etcd, keda, kubernetes, kwok, pulsar
+from . import certs, etcd, helm, keda, kubernetes, kwok, pulsar
 from .base import ClusterError, free_port, log, tail
 from .procs import Component, Supervisor, rss_kib
 
@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DIR = REPO / ".devcluster"
 
 
-def build_all(keda_too: bool = False, pulsar_too: bool = False) -> None:
+def build_all(keda_too: bool = False, pulsar_too: bool = False, helm_too: bool = False) -> None:
     """Build (or find in the cache) every binary the cluster needs."""
     etcd.build()
     kwok.build()
@@ -34,6 +34,8 @@ def build_all(keda_too: bool = False, pulsar_too: bool = False) -> None:
         keda.build()
     if pulsar_too:
         pulsar.build()
+    if helm_too:
+        helm.build()
 
 
 class Cluster:

@@ -3,16 +3,26 @@
 It gives KEDA's Pulsar scaler a real admin API to read the backlog from.
 Broker, web service and bookie listen on loopback ports chosen at start; the
 metadata store is RocksDB, so no ZooKeeper runs.
+
+As a production cluster would, it authenticates every client with a token (HS256 JWTs signed
+with a key generated at start) and authorizes each role per topic; anonymous clients are
+refused. The superuser role ``admin``'s token is in the cluster's state
+(``pulsar_admin_token``), the key's file too (``pulsar_token_key``); ``token(role)`` mints one
+for any role (``make pulsar-token ROLE=x``).
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from aimodel_operator.pulsar_auth import tokens
 
 from . import versions
 from .base import BuildError, cache_root, free_port, log
@@ -71,7 +81,18 @@ webSocketServiceEnabled=true
 # maxMessageSize entry plus its headers, or a full-size chunk of a chunked message (any
 # publisher can send one) breaks the ledger ("Adjusted frame length exceeds 5242880").
 nettyMaxFrameSizeBytes=5253120
+# Tokens for every client, roles authorized per topic; the broker's own client (it creates
+# public/default at start) is the superuser.
+authenticationEnabled=true
+authenticationProviders=org.apache.pulsar.broker.authentication.AuthenticationProviderToken
+tokenSecretKey=file://{key_file}
+authorizationEnabled=true
+superUserRoles={admin_role}
+brokerClientAuthenticationPlugin=org.apache.pulsar.client.impl.auth.AuthenticationToken
+brokerClientAuthenticationParameters=file://{admin_token_file}
 """
+
+ADMIN_ROLE = "admin"
 
 LOG4J = """<?xml version="1.0" encoding="UTF-8"?>
 <Configuration status="WARN" shutdownHook="disable">
@@ -152,8 +173,21 @@ def admin_url(procs: Supervisor) -> str:
     return str(procs.fact("pulsar_admin_url"))
 
 
-def _ready(url: str) -> bool:
-    with urllib.request.urlopen(f"{url}/admin/v2/namespaces/public", timeout=2) as resp:
+def token(procs: Supervisor, role: str, ttl: float | None = None) -> str:
+    """A token for ``role`` signed with the running Pulsar's key (``ttl`` seconds; None: no expiry)."""
+    key = Path(str(procs.fact("pulsar_token_key"))).read_bytes()
+    return tokens.mint(key, role, None if ttl is None else int(time.time() + ttl))
+
+
+def _request(url: str, token: str, method: str = "GET", body: bytes | None = None) -> urllib.request.Request:
+    headers = {"Authorization": f"Bearer {token}"}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    return urllib.request.Request(url, data=body, method=method, headers=headers)
+
+
+def _ready(url: str, token: str) -> bool:
+    with urllib.request.urlopen(_request(f"{url}/admin/v2/namespaces/public", token), timeout=2) as resp:
         return "public/default" in json.loads(resp.read())
 
 
@@ -168,7 +202,21 @@ def start(procs: Supervisor) -> str:
     (home / "data" / "metadata").mkdir(parents=True)
     (home / "data" / "bookkeeper").mkdir(parents=True)
     broker, web, bookie = free_port(), free_port(), free_port()
-    (home / "standalone.conf").write_text(STANDALONE_CONF.format(broker_port=broker, web_port=web))
+    key_file, admin_token_file = home / "token.key", home / "admin.jwt"
+    key = secrets.token_bytes(tokens.MIN_KEY_BYTES)
+    key_file.write_bytes(key)
+    admin_token = tokens.mint(key, ADMIN_ROLE)
+    admin_token_file.write_text(admin_token)
+    for f in (key_file, admin_token_file):
+        f.chmod(0o600)
+    conf = STANDALONE_CONF.format(
+        broker_port=broker,
+        web_port=web,
+        key_file=key_file,
+        admin_role=ADMIN_ROLE,
+        admin_token_file=admin_token_file,
+    )
+    (home / "standalone.conf").write_text(conf)
     (home / "log4j2.xml").write_text(LOG4J)
     comp = procs.spawn(
         NAME,
@@ -197,24 +245,28 @@ def start(procs: Supervisor) -> str:
     )
     url = f"http://127.0.0.1:{web}"
     # The admin API answers before the default namespace exists: wait for it.
-    procs.wait("Pulsar's public/default namespace", lambda: _ready(url), comp, timeout=180)
-    procs.remember(pulsar_admin_url=url, pulsar_url=f"pulsar://127.0.0.1:{broker}")
+    procs.wait("Pulsar's public/default namespace", lambda: _ready(url, admin_token), comp, timeout=180)
+    procs.remember(
+        pulsar_admin_url=url,
+        pulsar_url=f"pulsar://127.0.0.1:{broker}",
+        pulsar_admin_token=admin_token,
+        pulsar_token_key=str(key_file),
+    )
     log(f"Pulsar is running: admin {url}, broker pulsar://127.0.0.1:{broker}")
     return url
 
 
-def backlog(url: str, topic: str, subscription: str) -> int:
+def backlog(url: str, token: str, topic: str, subscription: str) -> int:
     """The backlog KEDA's Pulsar scaler reads (entries not yet acknowledged by the subscription)."""
-    with urllib.request.urlopen(f"{url}/admin/v2/{topic}/stats", timeout=10) as resp:
-        return int(json.loads(resp.read())["subscriptions"][subscription]["msgBacklog"])
+    return int(stats(url, token, topic)["subscriptions"][subscription]["msgBacklog"])
 
 
-def subscribe(url: str, topic: str, subscription: str) -> None:
+def subscribe(url: str, token: str, topic: str, subscription: str) -> None:
     """Create the workers' subscription (KEDA reads its backlog; it must exist first).
 
     ``topic`` is the REST form, e.g. ``persistent/public/default/model-x``.
     """
-    req = urllib.request.Request(f"{url}/admin/v2/{topic}/subscription/{subscription}", method="PUT")
+    req = _request(f"{url}/admin/v2/{topic}/subscription/{subscription}", token, "PUT")
     try:
         urllib.request.urlopen(req, timeout=30).close()
     except urllib.error.HTTPError as err:
@@ -222,17 +274,15 @@ def subscribe(url: str, topic: str, subscription: str) -> None:
             raise
 
 
-def publish(url: str, topic: str, subscription: str, count: int) -> None:
+def publish(url: str, token: str, topic: str, subscription: str, count: int) -> None:
     """Create the workers' subscription, then queue ``count`` requests as the API gateway would."""
-    subscribe(url, topic, subscription)
+    subscribe(url, token, topic, subscription)
     body = json.dumps({"producerName": "devcluster", "messages": [{"payload": f"request-{i}"} for i in range(count)]})
-    req = urllib.request.Request(
-        f"{url}/topics/{topic}", data=body.encode(), method="POST", headers={"Content-Type": "application/json"}
-    )
+    req = _request(f"{url}/topics/{topic}", token, "POST", body.encode())
     urllib.request.urlopen(req, timeout=30).close()
 
 
-def consume(url: str, topic: str, subscription: str, count: int, timeout: float = 60) -> int:
+def consume(url: str, token: str, topic: str, subscription: str, count: int, timeout: float = 60) -> int:
     """Receive and acknowledge up to ``count`` messages as a worker does (a Shared consumer on
     ``subscription``), through Pulsar's WebSocket API; returns how many were acknowledged.
 
@@ -246,7 +296,8 @@ def consume(url: str, topic: str, subscription: str, count: int, timeout: float 
 
     async def run() -> int:
         acked = 0
-        async with aiohttp.ClientSession() as session, session.ws_connect(ws_url) as ws:
+        auth = {"Authorization": f"Bearer {token}"}
+        async with aiohttp.ClientSession() as session, session.ws_connect(ws_url, headers=auth) as ws:
             try:
                 async with asyncio.timeout(timeout):
                     while acked < count:
@@ -258,3 +309,20 @@ def consume(url: str, topic: str, subscription: str, count: int, timeout: float 
         return acked
 
     return asyncio.run(run())
+
+
+def client(broker: str, token: str):
+    """A Pulsar client (the Python one, as workers and the gateway use) authenticated with ``token``."""
+    import pulsar as pulsar_client
+
+    return pulsar_client.Client(
+        broker,
+        authentication=pulsar_client.AuthenticationToken(token),
+        logger=pulsar_client.ConsoleLogger(pulsar_client.LoggerLevel.Warn),
+    )
+
+
+def stats(url: str, token: str, topic: str) -> dict:
+    """A topic's stats from the admin API; ``topic`` in the REST form."""
+    with urllib.request.urlopen(_request(f"{url}/admin/v2/{topic}/stats", token), timeout=10) as resp:
+        return dict(json.loads(resp.read()))

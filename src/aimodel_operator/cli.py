@@ -141,6 +141,7 @@ class Operator:
             watch_idle=config.watch_idle,
             namespaces=config.namespaces,
             status_writes_per_second=config.status_writes_per_second,
+            tenancy=config.tenancy,
         )
         if elector is not None:
             # Lease renewals get a connection of their own: a burst of reconciles cannot delay them.

@@ -13,8 +13,9 @@ import argparse
 import os
 import re
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from .settings import Settings
 
@@ -41,11 +42,53 @@ class Config:
     instance: str = ""
     # What the workers are configured with.
     worker: Settings = field(default_factory=Settings)
+    # A token per model (pulsar_auth): given a Pulsar admin token and the token signing key.
+    tenancy: Tenancy | None = None
+
+
+@dataclass(frozen=True)
+class Tenancy:
+    admin_token: str
+    signing_key: bytes
+    # Lifetime of a model's tokens; renewed when a third is left.
+    token_ttl: float = 86400.0
+    # Seconds between passes that revoke the grants of models that are gone.
+    collect_every: float = 300.0
+
+
+def tenancy(env: Mapping[str, str], fail: Callable[[str], NoReturn]) -> Tenancy | None:
+    """Per-model Pulsar credentials, when both PULSAR_ADMIN_TOKEN and PULSAR_TOKEN_SIGNING_KEY_FILE
+    are set; ``fail`` says what is wrong with them."""
+    from .pulsar_auth.tokens import TokenError, load_key
+
+    admin_token, key_file = env.get("PULSAR_ADMIN_TOKEN", ""), env.get("PULSAR_TOKEN_SIGNING_KEY_FILE", "")
+    if not (admin_token or key_file):
+        return None
+    if not (admin_token and key_file):
+        fail("a token per model needs both PULSAR_ADMIN_TOKEN and PULSAR_TOKEN_SIGNING_KEY_FILE")
+    if not env.get("PULSAR_ADMIN_URL"):
+        fail("a token per model needs PULSAR_ADMIN_URL (the grants are made through the admin API)")
+    try:
+        with open(key_file, "rb") as f:
+            key = load_key(f.read())
+    except OSError as err:
+        fail(f"PULSAR_TOKEN_SIGNING_KEY_FILE {key_file}: {err.strerror}")
+    except TokenError as err:
+        fail(f"PULSAR_TOKEN_SIGNING_KEY_FILE {key_file}: {err}")
+    try:
+        ttl = float(env.get("PULSAR_TOKEN_TTL_SECONDS", "86400"))
+        collect = float(env.get("PULSAR_GRANT_COLLECT_SECONDS", "300"))
+    except ValueError as err:
+        fail(f"PULSAR_TOKEN_TTL_SECONDS / PULSAR_GRANT_COLLECT_SECONDS: {err}")
+    if ttl < 30 or collect <= 0:
+        fail("PULSAR_TOKEN_TTL_SECONDS must be at least 30 and PULSAR_GRANT_COLLECT_SECONDS positive")
+    return Tenancy(admin_token, key, ttl, collect)
 
 
 def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
     env = os.environ if environ is None else environ
-    args = parser(env).parse_args(argv)
+    cli = parser(env)
+    args = cli.parse_args(argv)
     if args.command != "run":
         return Config(command=args.command)
     return Config(
@@ -66,6 +109,7 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         verbose=args.verbose,
         instance=env.get("POD_NAME") or socket.gethostname(),
         worker=Settings.from_env(env),
+        tenancy=tenancy(env, cli.error),
     )
 
 

@@ -16,17 +16,23 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import aimodel_contract as contract
+
 from . import builders, caches, claims, conditions, metrics, watches
 from . import status as status_mod
 from .announcer import Announcer
 from .background import Background
 from .builders import Capabilities
 from .children import ChildApplier
+from .config import Tenancy
 from .intake import Intake
 from .kube import AIMODELS, SCALED_OBJECTS, ApiError, Kube, NotLeading
 from .logs import fields
 from .loop import DONE, Failed, Loop, Result
-from .objects import Key, Manifest
+from .objects import Key, Manifest, is_controlled_by
+from .pulsar_auth import credentials as credentials_mod
+from .pulsar_auth.admin import PulsarAdmin, PulsarAdminError
+from .pulsar_auth.credentials import Credentials
 from .recorder import Recorder
 from .refs import SecretRefs
 from .settings import Settings
@@ -40,6 +46,8 @@ log = logging.getLogger(__name__)
 # A name taken by someone else, or held by a deleted namesake, is looked at again (a read, never a
 # write) after 0.5 s, 1 s, 2 s, ... and at most this far apart.
 LOOK_AGAIN_MAX_SECONDS = 30.0
+# Ready's reason while the Pulsar admin cannot make a model's grants.
+PULSAR_ADMIN_UNAVAILABLE = "PulsarAdminUnavailable"
 # A reconcile refused by the leader's write fence is tried again after about a renewal period.
 NOT_LEADING_RETRY_SECONDS = 2.0
 
@@ -55,8 +63,10 @@ class Controller:
         watch_idle: float | None = 90.0,
         namespaces: tuple[str, ...] = (),
         status_writes_per_second: float = 100.0,
+        tenancy: Tenancy | None = None,
     ) -> None:
-        """``namespaces``: watch only these (every kind, Secrets included); empty: all of them."""
+        """``namespaces``: watch only these (every kind, Secrets included); empty: all of them.
+        ``tenancy``: sign a token per model and grant it (pulsar_auth)."""
         self.kube = kube
         self.settings = settings
         self.workers = workers
@@ -89,6 +99,13 @@ class Controller:
         # depend on changes (an event at Speed.FULL), a report or a pod change only needs the status written.
         self._settled: dict[Key, tuple[str, status_mod.Condition | None]] = {}
         self.background = Background()
+        self.tenancy = tenancy
+        self.credentials: Credentials | None = None
+        if tenancy is not None:
+            admin = PulsarAdmin(settings.pulsar_admin_url, tenancy.admin_token)
+            self.credentials = Credentials(admin, tenancy.signing_key, tenancy.token_ttl, settings.res_topic_name)
+        # Per model with a token of its own: when it is due for renewal (epoch seconds).
+        self._renew_at: dict[Key, float] = {}
         self._begin_task: asyncio.Task[Any] | None = None
 
     def _handler(self, watch: Watch) -> Callable[[str, Manifest], None]:
@@ -122,6 +139,7 @@ class Controller:
         self._enqueue(key, Speed.FULL)
 
     def _model_gone(self, key: Key) -> None:
+        self._renew_at.pop(key, None)
         self.announcer.forget(key)
         self._settled.pop(key, None)
         self.models.forget(*key)
@@ -189,6 +207,8 @@ class Controller:
         for n in range(self.workers):
             self.background.spawn(loop.run(), f"worker-{n}")
         self.background.spawn(self._resync(), "resync")
+        if self.credentials is not None and self.tenancy is not None:
+            self.background.spawn(self._collect_grants(self.tenancy.collect_every), "pulsar-grants")
 
     def failed_tasks(self) -> list[str]:
         """Background tasks that ended: none should, so any is a reason to restart the operator."""
@@ -198,6 +218,8 @@ class Controller:
         if self._begin_task is not None:
             self._begin_task.cancel()
         await self.background.stop()
+        if self.credentials is not None:
+            await self.credentials.admin.close()
         # Events already queued are still sent (briefly), unless leadership is gone.
         await self.recorder.stop()
 
@@ -211,6 +233,27 @@ class Controller:
                 self._enqueue(key, Speed.FULL)
             log.info("resync", extra=fields(models=len(keys)))
             metrics.RESYNC_CPU_SECONDS.inc(time.process_time() - started)
+
+    async def _collect_grants(self, every: float) -> None:
+        """Level-triggered cleanup of the Pulsar grants of models that are gone (no finalizer)."""
+        assert self.credentials is not None
+        namespace = contract.TOPIC_PREFIX.removeprefix("persistent://").rstrip("/")
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.credentials.collect(namespace, self._wanted_grants)
+            except PulsarAdminError as err:
+                log.warning("pulsar grants not collected", extra=fields(error=str(err)))
+
+    def _wanted_grants(self) -> credentials_mod.Grants:
+        out: credentials_mod.Grants = {}
+        for key in self.models:
+            model = self.models.get(*key)
+            if model is None or not builders.spec_of(model).get("model"):
+                continue
+            if claims.in_use(model, self._holder_namespace(builders.spec_of(model)["model"])) is None:
+                out.update(credentials_mod.wanted(model, self.settings.res_topic_name))
+        return out
 
     def _on_failure(self, key: Key, err: Exception, delay: float, first: bool) -> None:
         log.warning(
@@ -245,6 +288,9 @@ class Controller:
         if model is None or model["metadata"].get("deletionTimestamp"):
             return DONE
         settled = self._settled.get(key)
+        due = self._renew_at.get(key)
+        if due is not None and time.time() >= due:
+            settled = None
         if settled is not None and settled[0] == model["metadata"].get("resourceVersion"):
             # Only a report or the workers' pods changed: the status is all there is to write.
             return await self._write_status(key, model, settled[1])
@@ -254,11 +300,18 @@ class Controller:
         if ref_hash is None and builders.spec_of(model).get("apiKeySecretRef"):
             started = builders.started_secret_hash(self.view.deployment(model))
         held = claims.in_use(model, self._holder_namespace(builders.spec_of(model).get("model", "")))
+        renew_in = None
         if held is not None:
             # Another namespace holds the model name: no workers, no queue credential, no scaling.
             desired = builders.access_children(model)
+            self._renew_at.pop(key, None)
         else:
-            desired = builders.children(model, self.settings, self.caps, ref_hash, started)
+            model_tokens = None
+            if self.credentials is not None:
+                issued = await self._credentials(key, model)
+                model_tokens, renew_in = issued.tokens, issued.renew_in
+                self._renew_at[key] = time.time() + renew_in
+            desired = builders.children(model, self.settings, self.caps, ref_hash, started, model_tokens)
         outcome = await self.applier.apply_all(model, desired)
         removed: list[str] = []
         if outcome.complete:
@@ -286,7 +339,24 @@ class Controller:
             # when garbage collection is done with a namesake's: look again (reads only, the
             # conflict already said in status), with growing pauses.
             return Result(requeue_after=result.requeue_after, backoff_cap=LOOK_AGAIN_MAX_SECONDS)
-        return result
+        return result.sooner(renew_in)
+
+    async def _credentials(self, key: Key, model: Manifest) -> credentials_mod.Issued:
+        """The model's Pulsar grants made and its tokens (kept while good); when the Pulsar admin
+        fails, the status says so and the reconcile is retried (nothing applied meanwhile)."""
+        assert self.credentials is not None
+        try:
+            await self.credentials.grant(model)
+        except PulsarAdminError as err:
+            self._settled.pop(key, None)
+            problem = status_mod.Condition(status_mod.READY, False, PULSAR_ADMIN_UNAVAILABLE, str(err))
+            result = await self._write_status(key, model, problem)
+            raise Failed(err, result.requeue_after) from err
+        meta = model["metadata"]
+        secret = self.children["Secret"].get(meta["namespace"], builders.secret_name(meta["name"]))
+        if secret is not None and not is_controlled_by(secret, meta["uid"]):
+            secret = None
+        return self.credentials.issue(model, secret)
 
     async def _write_status(self, key: Key, model: Manifest, problem: status_mod.Condition | None) -> Result:
         new, again = self.view.compute(key, model, problem)

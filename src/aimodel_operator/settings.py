@@ -22,6 +22,9 @@ class Settings:
     # Where workers may send answers (the gateway's answer URLs), passed as ANSWER_ENDPOINTS;
     # empty: the worker's own default (any endpoint but loopback and link-local).
     answer_endpoints: str = ""
+    # A token per model (the operator signs and grants them, pulsar_auth): workers read theirs
+    # from a mounted file, KEDA gets a stats-only one. Off: the one pulsar_token above, if any.
+    per_model_tokens: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -32,4 +35,5 @@ class Settings:
             pulsar_token=env.get(Env.PULSAR_TOKEN, ""),
             res_topic_name=env.get(Env.RES_TOPIC_NAME) or DEFAULT_RES_TOPIC_NAME,
             answer_endpoints=" ".join(endpoints.parse_list(env.get(Env.ANSWER_ENDPOINTS, ""))),
+            per_model_tokens=bool(env.get("PULSAR_ADMIN_TOKEN") and env.get("PULSAR_TOKEN_SIGNING_KEY_FILE")),
         )

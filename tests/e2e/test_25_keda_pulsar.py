@@ -8,14 +8,16 @@ TOPIC = "persistent/public/default/model-TinyLlama-1.1B"
 SUBSCRIPTION = "model-TinyLlama-1.1B-subscription"
 
 
-def test_backlog_on_the_model_topic_activates_the_scaled_object(operator_process, keda, pulsar, k):
+def test_backlog_on_the_model_topic_activates_the_scaled_object(operator_process, keda, pulsar, pulsar_token, k):
     from devcluster import pulsar as pulsar_mod
 
     # What the API gateway and the workers do: the workers' shared subscription, requests queued on model-<model>.
-    pulsar_mod.publish(pulsar, TOPIC, SUBSCRIPTION, 5)
-    assert pulsar_mod.backlog(pulsar, TOPIC, SUBSCRIPTION) == 5
+    pulsar_mod.publish(pulsar, pulsar_token, TOPIC, SUBSCRIPTION, 5)
+    assert pulsar_mod.backlog(pulsar, pulsar_token, TOPIC, SUBSCRIPTION) == 5
     operator_process.stop()
-    operator_process.start({"PULSAR_ADMIN_URL": pulsar})
+    # Pulsar refuses anonymous clients: KEDA reads the backlog with the token the operator gives
+    # the TriggerAuthentication.
+    operator_process.start({"PULSAR_ADMIN_URL": pulsar, "PULSAR_TOKEN": pulsar_token})
     k.apply(
         {
             "apiVersion": "model.youxam.com/v1alpha1",

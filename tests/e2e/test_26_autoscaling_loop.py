@@ -28,19 +28,26 @@ QUEUED = 10  # -> ceil(10 / 2) = 5 workers
 
 
 @pytest.fixture
-def scaling_operator(recorded_operator, keda, pulsar, broker, gateway):
-    """The operator with Pulsar's admin and broker URLs and the stand-in gateway as the workers'
+def scaling_operator(recorded_operator, keda, pulsar, pulsar_token, broker, gateway):
+    """The operator with Pulsar's admin and broker URLs, its token (single-token mode: KEDA reads
+    the backlog through the TriggerAuthentication) and the stand-in gateway as the workers'
     answer endpoint, on a cluster running KEDA, behind a recording proxy."""
-    return recorded_operator({"PULSAR_ADMIN_URL": pulsar, "PULSAR_URL": broker, "ANSWER_ENDPOINTS": gateway.url})
+    env = {
+        "PULSAR_ADMIN_URL": pulsar,
+        "PULSAR_URL": broker,
+        "PULSAR_TOKEN": pulsar_token,
+        "ANSWER_ENDPOINTS": gateway.url,
+    }
+    return recorded_operator(env)
 
 
 @pytest.fixture
-def queue(pulsar, upstream) -> tuple[str, str, str]:
+def queue(pulsar, pulsar_token, upstream) -> tuple[str, str, str]:
     """A model of its own and its workers' subscription on model-<model>: (model, topic, subscription)."""
     model = f"loop-{uuid.uuid4().hex[:8]}"
     upstream.models.add(model)
     topic, subscription = f"persistent/public/default/model-{model}", f"model-{model}-subscription"
-    pulsar_mod.subscribe(pulsar, topic, subscription)
+    pulsar_mod.subscribe(pulsar, pulsar_token, topic, subscription)
     return model, topic, subscription
 
 
@@ -116,7 +123,7 @@ def _deployment_writes(proxy: FaultProxy, namespace: str, since: float) -> list:
 
 
 def test_backlog_scales_the_workers_up_and_the_drain_scales_them_down(
-    scaling_operator, pulsar, queue, k, namespace, upstream, gateway, send_requests, workers
+    scaling_operator, pulsar, pulsar_token, queue, k, namespace, upstream, gateway, send_requests, workers
 ):
     op, proxy = scaling_operator
     model, topic, subscription = queue
@@ -131,7 +138,7 @@ def test_backlog_scales_the_workers_up_and_the_drain_scales_them_down(
     ids, messages = _requests(gateway, model, QUEUED)
     send_requests(f"persistent://{topic.split('/', 1)[1]}", messages)
     queued = time.monotonic()
-    assert pulsar_mod.backlog(pulsar, topic, subscription) == QUEUED
+    assert pulsar_mod.backlog(pulsar, pulsar_token, topic, subscription) == QUEUED
     # Per worker, as the HPA counts them: 10 queued over the replicas it has seen (1, or 5 already).
     row = wait_for(
         "the HPA to show the backlog",
@@ -179,7 +186,7 @@ def test_backlog_scales_the_workers_up_and_the_drain_scales_them_down(
     worker = workers.start()
     for rid in ids:
         assert gateway.answer(rid, timeout=60)["data"]["choices"][0]["message"]["content"].startswith("echo: request")
-    wait_for("an empty backlog", lambda: pulsar_mod.backlog(pulsar, topic, subscription) == 0, timeout=30)
+    wait_for("an empty backlog", lambda: pulsar_mod.backlog(pulsar, pulsar_token, topic, subscription) == 0, timeout=30)
     drained = time.monotonic()
     worker.stop()
     wait_for("1 replica (minReplicas)", lambda: _replicas(k) == 1, timeout=90)
@@ -195,7 +202,7 @@ def test_backlog_scales_the_workers_up_and_the_drain_scales_them_down(
 
 
 def test_min_replicas_zero_sleeps_when_idle_and_wakes_on_the_first_request(
-    scaling_operator, pulsar, queue, k, namespace, upstream, gateway, send_requests, workers
+    scaling_operator, pulsar, pulsar_token, queue, k, namespace, upstream, gateway, send_requests, workers
 ):
     _op, proxy = scaling_operator
     model, topic, subscription = queue
@@ -226,7 +233,7 @@ def test_min_replicas_zero_sleeps_when_idle_and_wakes_on_the_first_request(
     # The worker KEDA woke answers it.
     worker = workers.start()
     assert gateway.answer(ids[0], timeout=60)["data"]["object"] == "chat.completion"
-    wait_for("an empty backlog", lambda: pulsar_mod.backlog(pulsar, topic, subscription) == 0, timeout=30)
+    wait_for("an empty backlog", lambda: pulsar_mod.backlog(pulsar, pulsar_token, topic, subscription) == 0, timeout=30)
     drained = time.monotonic()
     worker.stop()
     wait_for("back to zero after the cooldown", lambda: _replicas(k) == 0, timeout=90)

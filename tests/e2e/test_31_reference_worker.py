@@ -20,10 +20,10 @@ RES_TOPIC = "res-topic"
 
 
 @pytest.fixture
-def pulsar_client(broker):
-    import pulsar
+def pulsar_client(broker, pulsar_token):
+    from devcluster import pulsar as pulsar_mod
 
-    client = pulsar.Client(broker, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
+    client = pulsar_mod.client(broker, pulsar_token)
     yield client
     client.close()
 
@@ -151,7 +151,9 @@ def test_pulsar_unreachable_at_start_fails_the_model(model):
     assert model.termination_log.read_text().startswith("MessageQueueConnectionError: ")
 
 
-def test_a_request_in_flight_on_a_killed_worker_is_answered_by_another(model, gateway, send_requests, upstream, pulsar):
+def test_a_request_in_flight_on_a_killed_worker_is_answered_by_another(
+    model, gateway, send_requests, upstream, pulsar, pulsar_token
+):
     from devcluster import pulsar as pulsar_mod
 
     first = model.start()
@@ -164,12 +166,15 @@ def test_a_request_in_flight_on_a_killed_worker_is_answered_by_another(model, ga
     upstream.delay = 0.0
     model.start()
     assert gateway.answer(rid, timeout=60)["data"]["object"] == "chat.completion"
-    wait_for("the backlog drained", lambda: pulsar_mod.backlog(pulsar, model.rest_topic, model.subscription) == 0)
+    wait_for(
+        "the backlog drained",
+        lambda: pulsar_mod.backlog(pulsar, pulsar_token, model.rest_topic, model.subscription) == 0,
+    )
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["post", "websocket"])
 def test_an_answer_the_gateway_refuses_is_handed_back_and_answered_once(
-    model, gateway, send_requests, upstream, pulsar, stream
+    model, gateway, send_requests, upstream, pulsar, pulsar_token, stream
 ):
     """The gateway restarting while an answer is on its way (HTTP 503): the request is handed back
     (an awaited nack), redelivered and answered once; nothing stays unacknowledged."""
@@ -186,13 +191,16 @@ def test_an_answer_the_gateway_refuses_is_handed_back_and_answered_once(
     else:
         assert gateway.answer(rid, timeout=60)["data"]["object"] == "chat.completion"
     assert gateway.refused == refused + 1
-    wait_for("the backlog drained", lambda: pulsar_mod.backlog(pulsar, model.rest_topic, model.subscription) == 0)
+    wait_for(
+        "the backlog drained",
+        lambda: pulsar_mod.backlog(pulsar, pulsar_token, model.rest_topic, model.subscription) == 0,
+    )
     assert len(gateway.answers.get(rid, [])) + (rid in gateway.ended) == 1
     assert "handed back" in worker.log.read_text()
     assert "never awaited" not in worker.log.read_text()
 
 
-def test_sigterm_past_the_grace_hands_the_request_back(model, gateway, send_requests, upstream, pulsar):
+def test_sigterm_past_the_grace_hands_the_request_back(model, gateway, send_requests, upstream, pulsar, pulsar_token):
     """A request still upstream when the grace ends is handed back (awaited) and another worker answers it."""
     from devcluster import pulsar as pulsar_mod
 
@@ -206,11 +214,14 @@ def test_sigterm_past_the_grace_hands_the_request_back(model, gateway, send_requ
     upstream.delay = 0.0
     model.start()
     assert gateway.answer(rid, timeout=60)["data"]["object"] == "chat.completion"
-    wait_for("the backlog drained", lambda: pulsar_mod.backlog(pulsar, model.rest_topic, model.subscription) == 0)
+    wait_for(
+        "the backlog drained",
+        lambda: pulsar_mod.backlog(pulsar, pulsar_token, model.rest_topic, model.subscription) == 0,
+    )
     assert "never awaited" not in first.log.read_text(), first.log_tail()
 
 
-def test_sigterm_finishes_the_requests_in_flight(model, gateway, send_requests, upstream, pulsar):
+def test_sigterm_finishes_the_requests_in_flight(model, gateway, send_requests, upstream, pulsar, pulsar_token):
     from devcluster import pulsar as pulsar_mod
 
     worker = model.start()
@@ -227,7 +238,7 @@ def test_sigterm_finishes_the_requests_in_flight(model, gateway, send_requests, 
     assert time.monotonic() - started < 10
     for rid in ids:
         assert gateway.answer(rid, timeout=1)["data"]["object"] == "chat.completion"
-    assert pulsar_mod.backlog(pulsar, model.rest_topic, model.subscription) == 0
+    assert pulsar_mod.backlog(pulsar, pulsar_token, model.rest_topic, model.subscription) == 0
 
 
 def test_a_local_model_is_served_by_the_model_server_in_its_pod(

@@ -5,12 +5,11 @@ The stand-in upstream plays the local server (its /v1/models answers 503 while "
 
 from __future__ import annotations
 
-import json
-import urllib.request
 import uuid
 
 import pytest
 
+from devcluster import pulsar as pulsar_mod
 from kube_helpers import ServedModel, wait_for
 
 
@@ -27,22 +26,20 @@ def local_model(served_operator, k, namespace, healthy_upstream, kubectl, kubeco
     model.stop()
 
 
-def consumers(pulsar: str, model) -> int:
-    topic = model.topic.removeprefix("persistent://")
-    with urllib.request.urlopen(f"{pulsar}/admin/v2/persistent/{topic}/stats", timeout=10) as resp:
-        stats = json.loads(resp.read())
+def consumers(pulsar: str, token: str, model) -> int:
+    stats = pulsar_mod.stats(pulsar, token, model.rest_topic)
     return len(stats["subscriptions"][model.subscription]["consumers"])
 
 
 def test_the_worker_waits_for_the_local_server_then_answers_through_it(
-    local_model, upstream, gateway, send_requests, broker, pulsar
+    local_model, upstream, gateway, send_requests, broker, pulsar, pulsar_token
 ):
     import pulsar as pulsar_client
 
     upstream.models.add(local_model.model_name)
     upstream.loading = True
     # The subscription exists before the worker, as on a running system (other workers, KEDA).
-    client = pulsar_client.Client(broker, logger=pulsar_client.ConsoleLogger(pulsar_client.LoggerLevel.Warn))
+    client = pulsar_mod.client(broker, pulsar_token)
     shared = pulsar_client.ConsumerType.Shared
     client.subscribe(local_model.topic, local_model.subscription, consumer_type=shared).close()
     client.close()
@@ -52,13 +49,13 @@ def test_the_worker_waits_for_the_local_server_then_answers_through_it(
     looks = upstream.model_looks
     worker = local_model.start()
     wait_for("the worker looking at the local server, again and again", lambda: upstream.model_looks >= looks + 3)
-    assert consumers(pulsar, local_model) == 0, "joined the subscription before the server was ready"
+    assert consumers(pulsar, pulsar_token, local_model) == 0, "joined the subscription before the server was ready"
     assert gateway.answers.get(rid) is None and worker.proc.poll() is None
 
     upstream.loading = False
     answer = gateway.answer(rid)
     assert answer["data"]["choices"][0]["message"]["content"] == "echo: hello local"
-    assert consumers(pulsar, local_model) == 1
+    assert consumers(pulsar, pulsar_token, local_model) == 1
     assert local_model.state()[0] == "Running"
     assert "waiting for the local model server" in worker.log_tail()
 

@@ -11,12 +11,12 @@ Invariants, checked at the end of every case:
 from __future__ import annotations
 
 import json
-import urllib.request
 import uuid
 from typing import Any
 
 import pytest
 
+from devcluster import pulsar as pulsar_mod
 from kube_helpers import wait_for
 
 MAX_REDELIVERIES = 2
@@ -31,22 +31,17 @@ def elsewhere():
         yield other
 
 
-def _stats(pulsar: str, rest_topic: str) -> dict[str, Any]:
-    with urllib.request.urlopen(f"{pulsar}/admin/v2/{rest_topic}/stats", timeout=10) as resp:
-        return json.loads(resp.read())
-
-
-def _drained(pulsar: str, model) -> bool | str:
-    sub = _stats(pulsar, model.rest_topic)["subscriptions"][model.subscription]
+def _drained(pulsar: str, token: str, model) -> bool | str:
+    sub = pulsar_mod.stats(pulsar, token, model.rest_topic)["subscriptions"][model.subscription]
     unacked = sum(int(c.get("unackedMessages", 0)) for c in sub.get("consumers", []))
     return not (sub["msgBacklog"] or unacked)
 
 
-def _dead_letters(broker: str, model, expected: int) -> list[bytes]:
+def _dead_letters(broker: str, token: str, model, expected: int) -> list[bytes]:
     """What the dead-letter topic holds (read through its subscription, acknowledged)."""
     import pulsar
 
-    client = pulsar.Client(broker, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
+    client = pulsar_mod.client(broker, token)
     try:
         consumer = client.subscribe(
             f"{model.topic}-DLQ",
@@ -67,11 +62,9 @@ def _dead_letters(broker: str, model, expected: int) -> list[bytes]:
         client.close()
 
 
-def _publish(broker: str, topic: str, payloads: list[bytes]) -> None:
+def _publish(broker: str, token: str, topic: str, payloads: list[bytes]) -> None:
     """As a publisher would; chunking lets a message above the broker's 5 MB limit through."""
-    import pulsar
-
-    client = pulsar.Client(broker, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
+    client = pulsar_mod.client(broker, token)
     try:
         producer = client.create_producer(topic, chunking_enabled=True, batching_enabled=False)
         for payload in payloads:
@@ -86,7 +79,7 @@ def _answered_once(gateway, rid: str) -> bool:
 
 
 def test_a_hostile_queue_leaves_every_request_answered_once_or_dead_lettered(
-    served_model, gateway, elsewhere, upstream, pulsar, broker, k
+    served_model, gateway, elsewhere, upstream, pulsar, pulsar_token, broker, k
 ):
     model = served_model
     worker = model.start(MAX_REDELIVERIES=str(MAX_REDELIVERIES))
@@ -132,7 +125,12 @@ def test_a_hostile_queue_leaves_every_request_answered_once_or_dead_lettered(
     gateway.moved_to = f"{elsewhere.url}/res"
     moved_before, refused_before = gateway.moved, gateway.refused
     gateway.refuse = 1  # the gateway restarting as the first answer arrives
-    _publish(broker, model.topic, [*(json.dumps(m).encode() for _, m in good), *dead.values(), *answered_with_error])
+    _publish(
+        broker,
+        pulsar_token,
+        model.topic,
+        [*(json.dumps(m).encode() for _, m in good), *dead.values(), *answered_with_error],
+    )
 
     for rid, request in good:
         if request["stream"]:
@@ -142,10 +140,10 @@ def test_a_hostile_queue_leaves_every_request_answered_once_or_dead_lettered(
     for rid, what in told.items():
         error = gateway.answer(rid, timeout=120)["data"]["error"]
         assert what in error["message"] and error["type"] == "invalid_request_error", error
-    letters = _dead_letters(broker, model, len(dead))
+    letters = _dead_letters(broker, pulsar_token, model, len(dead))
     landed = {name for name, payload in dead.items() if payload in letters}
     assert landed == set(dead) and len(letters) == len(dead), (sorted(set(dead) - landed), len(letters))
-    wait_for("the backlog drained, nothing unacknowledged", lambda: _drained(pulsar, model), timeout=60)
+    wait_for("the backlog drained, nothing unacknowledged", lambda: _drained(pulsar, pulsar_token, model), timeout=60)
 
     assert gateway.refused == refused_before + 1
     for rid in [*(rid for rid, _ in good), *told]:

@@ -496,7 +496,7 @@ def test_scaled_object_with_token_uses_trigger_authentication():
     assert "secret-token" not in json.dumps(so)
     assert b64("secret-token") not in json.dumps(so)
 
-    ta = builders.trigger_authentication(keda_local())
+    ta = builders.trigger_authentication(keda_local(), settings)
     assert ta["apiVersion"] == "keda.sh/v1alpha1"
     assert ta["kind"] == "TriggerAuthentication"
     assert ta["metadata"]["name"] == "ai-model-sample-pulsar-auth"
@@ -552,7 +552,7 @@ def test_children_autoscaled_with_token():
         ("TriggerAuthentication", "ai-model-sample-pulsar-auth"),
         ("ScaledObject", "ai-model-sample-scaledobject"),
     ]
-    assert kids[5] == builders.trigger_authentication(keda_local())
+    assert kids[5] == builders.trigger_authentication(keda_local(), settings)
     # The TriggerAuthentication refers to the own Secret's token key, which exists.
     assert kids[3]["data"] == {"PULSAR_TOKEN": b64("tok")}
     assert "replicas" not in kids[4]["spec"]
@@ -642,7 +642,7 @@ def test_builders_are_pure(m, settings, caps):
     kids = builders.children(m, settings, caps)
     if builders.wants_autoscaling(m):
         builders.scaled_object(m, settings)
-        builders.trigger_authentication(m)
+        builders.trigger_authentication(m, settings)
     builders.spec_of(m)
     assert m == original
     # Manifests do not share mutable structure with the input either.

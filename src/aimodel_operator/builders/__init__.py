@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..objects import Manifest
 from ..settings import Settings
-from .access import role, role_binding, secret, secret_data, service_account
+from .access import ModelTokens, role, role_binding, secret, secret_data, service_account
 from .keda import KEDA_API_VERSION, Capabilities, autoscaled, scaled_object, trigger_authentication, wants_autoscaling
 from .meta import (
     ANNOTATION_HASH,
@@ -19,6 +19,7 @@ from .meta import (
     LABEL_MODEL,
     SECRET_API_KEY,
     SECRET_PULSAR_TOKEN,
+    SECRET_STATS_TOKEN,
     WORKER_CONTAINER,
     content_hash,
     deployment_name,
@@ -41,8 +42,10 @@ __all__ = [
     "LABEL_MODEL",
     "SECRET_API_KEY",
     "SECRET_PULSAR_TOKEN",
+    "SECRET_STATS_TOKEN",
     "WORKER_CONTAINER",
     "Capabilities",
+    "ModelTokens",
     "access_children",
     "autoscaled",
     "children",
@@ -82,19 +85,21 @@ def children(
     caps: Capabilities,
     ref_hash: str | None = None,
     started_hash: str | None = None,
+    tokens: ModelTokens | None = None,
 ) -> list[Manifest]:
     """Every child the AIModel should have right now, in the order they are best created.
 
     ``ref_hash``: a hash of the API key behind ``apiKeySecretRef`` (None when unknown);
-    ``started_hash``: see ``deployment``.
+    ``started_hash``: see ``deployment``; ``tokens``: the model's own Pulsar tokens
+    (``settings.per_model_tokens``).
     """
     out = access_children(model)
     # An empty Secret would only be one more object to write and keep.
-    if secret_data(model, settings):
-        out.append(secret(model, settings))
+    if secret_data(model, settings, tokens):
+        out.append(secret(model, settings, tokens))
     out.append(deployment(model, settings, caps, ref_hash, started_hash))
     if autoscaled(model, settings, caps):
-        if settings.pulsar_token:
-            out.append(trigger_authentication(model))
+        if settings.pulsar_token or settings.per_model_tokens:
+            out.append(trigger_authentication(model, settings))
         out.append(scaled_object(model, settings))
     return out

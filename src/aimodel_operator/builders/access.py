@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass
 
 from ..objects import Manifest
 from ..settings import Settings
 from .meta import (
     SECRET_API_KEY,
     SECRET_PULSAR_TOKEN,
+    SECRET_STATS_TOKEN,
     child,
     role_name,
     secret_name,
@@ -42,17 +44,29 @@ def _b64(value: str) -> str:
     return base64.b64encode(value.encode()).decode()
 
 
-def secret_data(model: Manifest, settings: Settings) -> dict[str, str]:
+@dataclass(frozen=True)
+class ModelTokens:
+    """A model's own Pulsar tokens (pulsar_auth): its workers', and KEDA's stats-only one."""
+
+    worker: str
+    stats: str
+
+
+def secret_data(model: Manifest, settings: Settings, tokens: ModelTokens | None = None) -> dict[str, str]:
     """The values only a Secret may carry; empty when there is nothing secret to hold."""
     spec = spec_of(model)
     data = {}
-    if settings.pulsar_token:
+    if tokens is not None:
+        data[SECRET_PULSAR_TOKEN] = _b64(tokens.worker)
+        data[SECRET_STATS_TOKEN] = _b64(tokens.stats)
+    elif settings.pulsar_token:
         data[SECRET_PULSAR_TOKEN] = _b64(settings.pulsar_token)
     if spec.get("apiKey"):
         data[SECRET_API_KEY] = _b64(spec["apiKey"])
     return data
 
 
-def secret(model: Manifest, settings: Settings) -> Manifest:
+def secret(model: Manifest, settings: Settings, tokens: ModelTokens | None = None) -> Manifest:
     name = model["metadata"]["name"]
-    return child(model, "v1", "Secret", secret_name(name), {"type": "Opaque", "data": secret_data(model, settings)})
+    data = secret_data(model, settings, tokens)
+    return child(model, "v1", "Secret", secret_name(name), {"type": "Opaque", "data": data})

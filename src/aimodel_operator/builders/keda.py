@@ -12,6 +12,7 @@ from ..objects import Manifest
 from ..settings import Settings
 from .meta import (
     SECRET_PULSAR_TOKEN,
+    SECRET_STATS_TOKEN,
     child,
     deployment_name,
     scaled_object_name,
@@ -51,7 +52,7 @@ def scaled_object(model: Manifest, settings: Settings) -> Manifest:
             "msgBacklogThreshold": str(spec["msgBacklogThreshold"]),
         },
     }
-    if settings.pulsar_token:
+    if settings.pulsar_token or settings.per_model_tokens:
         trigger["metadata"]["authModes"] = "bearer"
         trigger["authenticationRef"] = {"name": trigger_auth_name(name)}
     body: dict[str, Any] = {
@@ -74,11 +75,9 @@ def scaled_object(model: Manifest, settings: Settings) -> Manifest:
     return child(model, KEDA_API_VERSION, "ScaledObject", scaled_object_name(name), body)
 
 
-def trigger_authentication(model: Manifest) -> Manifest:
+def trigger_authentication(model: Manifest, settings: Settings) -> Manifest:
+    """KEDA's credential for the backlog: the one token, or with a token per model a stats-only one."""
     name = model["metadata"]["name"]
-    body = {
-        "spec": {
-            "secretTargetRef": [{"parameter": "bearerToken", "name": secret_name(name), "key": SECRET_PULSAR_TOKEN}]
-        }
-    }
+    key = SECRET_STATS_TOKEN if settings.per_model_tokens else SECRET_PULSAR_TOKEN
+    body = {"spec": {"secretTargetRef": [{"parameter": "bearerToken", "name": secret_name(name), "key": key}]}}
     return child(model, KEDA_API_VERSION, "TriggerAuthentication", trigger_auth_name(name), body)

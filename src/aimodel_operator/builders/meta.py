@@ -20,6 +20,14 @@ ANNOTATION_SECRET_HASH = f"{api.GROUP}/secret-hash"
 WORKER_CONTAINER = "worker"
 SECRET_API_KEY = Env.API_KEY
 SECRET_PULSAR_TOKEN = Env.PULSAR_TOKEN
+# With a token per model (pulsar_auth): KEDA's own, that may only read the topic's stats.
+SECRET_STATS_TOKEN = "PULSAR_STATS_TOKEN"
+# Where the worker's per-model token is mounted: a file the kubelet keeps current, which the
+# Pulsar client re-reads at every (re)connect (``PULSAR_TOKEN=file://...``), so a renewal
+# reaches running workers without a restart.
+TOKEN_VOLUME = "aimodel-pulsar-token"
+TOKEN_DIR = "/var/run/secrets/aimodel/pulsar"
+TOKEN_FILE = "token"
 
 
 def deployment_name(name: str) -> str:

@@ -12,6 +12,7 @@ CRD's rules, ``podtemplate.py``); the merge keeps the contract even so.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from typing import Any
 
 from aimodel_contract import WORKER_ENV
@@ -44,17 +45,24 @@ ADDED_LISTS = ("env", "envFrom", "volumeMounts", "ports")
 MANAGED_ENV = frozenset(WORKER_ENV)
 
 
-def worker_container(image: str, env: list[dict[str, Any]], given: dict[str, Any] | None) -> dict[str, Any]:
-    """The worker container: the operator's image and env, restricted by default, plus what the
-    template's ``worker`` container adds."""
+def worker_container(
+    image: str, env: list[dict[str, Any]], given: dict[str, Any] | None, mounts: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The worker container: the operator's image, env and ``mounts``, restricted by default, plus
+    what the template's ``worker`` container adds."""
     given = copy.deepcopy(given or {})
     container: dict[str, Any] = {"name": WORKER, "image": image, "env": env}
+    if mounts:
+        container["volumeMounts"] = list(mounts)
     for field, value in given.items():
         if field in ("name", "image", "securityContext"):
             continue
         if field in ADDED_LISTS:
             if field == "env":
                 value = [e for e in value if e.get("name") not in MANAGED_ENV]
+            elif field == "volumeMounts":
+                taken = {m["mountPath"] for m in mounts or []}
+                value = [m for m in value if m.get("mountPath") not in taken]
             container[field] = container.get(field, []) + value
         else:
             container[field] = value
@@ -74,9 +82,11 @@ def pod_template(
     service_account: str,
     image: str,
     env: list[dict[str, Any]],
+    volumes: Sequence[tuple[dict[str, Any], dict[str, Any]]] = (),
 ) -> dict[str, Any]:
     """The Deployment's pod template: the operator's labels, annotations, ServiceAccount and
-    worker container, merged with the AIModel's ``spec.template``."""
+    worker container, merged with the AIModel's ``spec.template``. ``volumes``: the operator's
+    own (volume, the worker's mount of it), ahead of the template's (which cannot replace them)."""
     template = template or {}
     given_meta = template.get("metadata") or {}
     given = template.get("spec") or {}
@@ -84,7 +94,7 @@ def pod_template(
     worker = next((c for c in containers if c.get("name") == WORKER), None)
     spec: dict[str, Any] = {
         "serviceAccountName": service_account,
-        "containers": [worker_container(image, env, worker)]
+        "containers": [worker_container(image, env, worker, [m for _, m in volumes])]
         + [copy.deepcopy(c) for c in containers if c.get("name") != WORKER],
     }
     init = [copy.deepcopy(c) for c in given.get("initContainers") or [] if c.get("name") != WORKER]
@@ -93,6 +103,10 @@ def pod_template(
     for field in POD_FIELDS:
         if field in given:
             spec[field] = copy.deepcopy(given[field])
+    if volumes:
+        own = [v for v, _ in volumes]
+        names = {v["name"] for v in own}
+        spec["volumes"] = own + [v for v in spec.get("volumes") or [] if v.get("name") not in names]
     metadata: dict[str, Any] = {"labels": {**(given_meta.get("labels") or {}), **labels}}
     metadata["annotations"] = {**(given_meta.get("annotations") or {}), **annotations}
     return {"metadata": metadata, "spec": spec}

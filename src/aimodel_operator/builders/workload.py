@@ -16,6 +16,9 @@ from .meta import (
     LABEL_MODEL,
     SECRET_API_KEY,
     SECRET_PULSAR_TOKEN,
+    TOKEN_DIR,
+    TOKEN_FILE,
+    TOKEN_VOLUME,
     child,
     content_hash,
     deployment_name,
@@ -47,11 +50,12 @@ def worker_env(model: Manifest, settings: Settings) -> list[dict[str, Any]]:
         api_key = _secret_env(Env.API_KEY, own_secret, SECRET_API_KEY)
     else:
         api_key = _env(Env.API_KEY, "")
-    pulsar_token = (
-        _secret_env(Env.PULSAR_TOKEN, own_secret, SECRET_PULSAR_TOKEN)
-        if settings.pulsar_token
-        else _env(Env.PULSAR_TOKEN, "")
-    )
+    if settings.per_model_tokens:
+        pulsar_token = _env(Env.PULSAR_TOKEN, f"file://{TOKEN_DIR}/{TOKEN_FILE}")
+    elif settings.pulsar_token:
+        pulsar_token = _secret_env(Env.PULSAR_TOKEN, own_secret, SECRET_PULSAR_TOKEN)
+    else:
+        pulsar_token = _env(Env.PULSAR_TOKEN, "")
     # Only when configured: an operator without it keeps the pod template it always had.
     answers = [_env(Env.ANSWER_ENDPOINTS, settings.answer_endpoints)] if settings.answer_endpoints else []
     return [
@@ -74,7 +78,8 @@ def worker_env(model: Manifest, settings: Settings) -> list[dict[str, Any]]:
 def secret_hash(model: Manifest, settings: Settings, ref_hash: str | None = None) -> str:
     """What the workers' pods were started with, of what only a Secret carries: the owned Secret's
     data, and ``ref_hash`` (a hash of the value behind apiKeySecretRef). A change rolls the pods,
-    which read their env only at start. Without a reference the hash is what it always was."""
+    which read their env only at start. Without a reference the hash is what it always was.
+    Per-model tokens are not in it: workers read theirs from a file, renewed in place."""
     hashed: dict[str, str] = dict(secret_data(model, settings))
     if ref_hash:
         hashed["apiKeySecretRef"] = ref_hash
@@ -106,6 +111,7 @@ def deployment(
                 service_account_name(name),
                 spec["image"],
                 worker_env(model, settings),
+                token_volume(name) if settings.per_model_tokens else (),
             ),
         }
     }
@@ -113,6 +119,19 @@ def deployment(
     if not autoscaled(model, settings, caps):
         body["spec"]["replicas"] = spec["replicas"]
     return child(model, "apps/v1", "Deployment", deployment_name(name), body)
+
+
+def token_volume(name: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """The worker's per-model token as a file, from the model's Secret (the default mode: the
+    worker runs as a non-root user the kubelet does not make the file's owner)."""
+    volume = {
+        "name": TOKEN_VOLUME,
+        "secret": {
+            "secretName": secret_name(name),
+            "items": [{"key": SECRET_PULSAR_TOKEN, "path": TOKEN_FILE}],
+        },
+    }
+    return [(volume, {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True})]
 
 
 def started_secret_hash(deployment: Manifest | None) -> str | None:

@@ -1,0 +1,93 @@
+"""The few calls of Pulsar's admin API (v2, REST) the operator makes with its admin token: topics,
+the workers' subscription, and per-topic grants. Every failure is a ``PulsarAdminError`` whose
+message names the Pulsar admin, the call and what it answered."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Iterable
+from urllib.parse import quote
+
+import aiohttp
+
+# Grants of one Pulsar namespace live in one policies record: two changes at once can answer
+# 409 (a concurrent modification). Tried again this many times.
+CONFLICT_RETRIES = 5
+TIMEOUT_SECONDS = 10.0
+
+
+class PulsarAdminError(Exception):
+    """The Pulsar admin API could not do what was asked."""
+
+
+def rest(topic: str) -> str:
+    """``persistent://tenant/ns/name`` as the admin API's path: ``persistent/tenant/ns/name``."""
+    scheme, _, rest_of = topic.partition("://")
+    return f"{scheme}/" + "/".join(quote(part, safe="") for part in rest_of.split("/"))
+
+
+class PulsarAdmin:
+    def __init__(self, url: str, token: str) -> None:
+        self.url = url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        self._session: aiohttp.ClientSession | None = None
+        self.calls = 0  # admin calls made, for the metrics and the benchmark
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def _call(self, method: str, path: str, body: object = None, ok: Iterable[int] = ()) -> object:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS))
+        for attempt in range(CONFLICT_RETRIES + 1):
+            self.calls += 1
+            try:
+                async with self._session.request(method, f"{self.url}{path}", json=body, headers=self._headers) as resp:
+                    text = await resp.text()
+                    if resp.status < 300 or resp.status in ok:
+                        return json.loads(text) if text and resp.status < 300 else None
+                    if resp.status == 409 and not ok and attempt < CONFLICT_RETRIES:
+                        await asyncio.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
+                        continue
+                    raise PulsarAdminError(
+                        f"the Pulsar admin at {self.url} answered {method} {path} with {resp.status}: {text[:300]}"
+                    )
+            except (aiohttp.ClientError, TimeoutError, ValueError) as err:
+                raise PulsarAdminError(
+                    f"the Pulsar admin at {self.url} could not be reached for {method} {path}: "
+                    f"{type(err).__name__} {err}".rstrip()
+                ) from err
+        raise AssertionError("unreachable")
+
+    async def create_topic(self, topic: str) -> None:
+        """A non-partitioned topic, as a producer would create it (409: it exists)."""
+        await self._call("PUT", f"/admin/v2/{rest(topic)}", ok=(409,))
+
+    async def create_subscription(self, topic: str, subscription: str) -> None:
+        await self._call("PUT", f"/admin/v2/{rest(topic)}/subscription/{quote(subscription, safe='')}", ok=(409,))
+
+    async def topics(self, namespace: str) -> list[str]:
+        """The persistent topics of ``tenant/namespace``, as full names."""
+        found = await self._call("GET", f"/admin/v2/persistent/{namespace}")
+        return [t for t in found if isinstance(t, str)] if isinstance(found, list) else []
+
+    async def permissions(self, topic: str) -> dict[str, frozenset[str]]:
+        """Role -> actions granted on ``topic`` itself (404: the topic does not exist, no grants)."""
+        found = await self._call("GET", f"/admin/v2/{rest(topic)}/permissions", ok=(404,))
+        if not isinstance(found, dict):
+            return {}
+        return {
+            role: frozenset(a for a in actions if isinstance(a, str))
+            for role, actions in found.items()
+            if isinstance(role, str) and isinstance(actions, list)
+        }
+
+    async def grant(self, topic: str, role: str, actions: frozenset[str]) -> None:
+        """Exactly ``actions`` for ``role`` on ``topic`` (a grant replaces the role's actions there)."""
+        await self._call("POST", f"/admin/v2/{rest(topic)}/permissions/{quote(role, safe='')}", sorted(actions))
+
+    async def revoke(self, topic: str, role: str) -> None:
+        await self._call("DELETE", f"/admin/v2/{rest(topic)}/permissions/{quote(role, safe='')}", ok=(404,))
