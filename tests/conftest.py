@@ -18,7 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from kube_helpers import REPO, Kubectl, OperatorProcess, ServedModel, established, wait_for
+from kube_helpers import REPO, Kubectl, OperatorProcess, ServedModel, drop_namespace, established, wait_for
 
 TEST_CLUSTER_DIR = REPO / ".devcluster-test"
 
@@ -69,7 +69,7 @@ def namespace(kubectl, request) -> str:
         "the namespace's default ServiceAccount", lambda: kubectl.in_namespace(name).get("serviceaccount", "default")
     )
     yield name
-    kubectl("delete", "namespace", name, "--wait=false")
+    drop_namespace(kubectl, name)
 
 
 @pytest.fixture
@@ -241,6 +241,16 @@ def pulsar_token(cluster, pulsar) -> str:
 
 
 @pytest.fixture(scope="session")
+def pulsar_signing_key(cluster, pulsar) -> str:
+    """The file of the test Pulsar's token signing key (for an operator that signs a token per model)."""
+    _, local = cluster
+    path = local.fact("pulsar_token_key") if local is not None else os.environ.get("AIMODEL_TEST_PULSAR_TOKEN_KEY", "")
+    if not path:
+        pytest.skip("an external cluster needs AIMODEL_TEST_PULSAR_TOKEN_KEY (the Pulsar token signing key's file)")
+    return str(path)
+
+
+@pytest.fixture(scope="session")
 def broker(cluster, pulsar) -> str:
     """The Pulsar broker URL (pulsar://) of the test cluster's Pulsar."""
     _, local = cluster
@@ -298,14 +308,17 @@ RES_TOPIC = "res-topic"
 
 
 @pytest.fixture
-def served_operator(operator_process, broker, pulsar_token, gateway):
-    """The operator giving workers the test Pulsar's URL and token (single-token mode) and the
-    stand-in gateway as their one answer endpoint (restored by the ``operator`` fixture later)."""
+def served_operator(operator_process, pulsar, broker, pulsar_token, pulsar_signing_key, gateway):
+    """The operator giving workers the test Pulsar's URL and a token of their model's own (it signs
+    and grants them with the admin token: the per-model mode) and the stand-in gateway as their one
+    answer endpoint (restored by the ``operator`` fixture later)."""
     operator_process.stop()
     operator_process.start(
         {
             "PULSAR_URL": broker,
-            "PULSAR_TOKEN": pulsar_token,
+            "PULSAR_ADMIN_URL": pulsar,
+            "PULSAR_ADMIN_TOKEN": pulsar_token,
+            "PULSAR_TOKEN_SIGNING_KEY_FILE": pulsar_signing_key,
             "RES_TOPIC_NAME": RES_TOPIC,
             "ANSWER_ENDPOINTS": gateway.url,
         }

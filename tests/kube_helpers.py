@@ -89,6 +89,14 @@ class Kubectl:
         return self("create", "token", service_account, f"--duration={duration}").strip()
 
 
+def drop_namespace(kubectl: Kubectl, name: str) -> None:
+    """Delete a test's namespace without waiting for it, but its AIModels first and for good: a
+    model left in a terminating namespace would still hold its model name (ModelNameInUse) against
+    the next test's namesake."""
+    kubectl.in_namespace(name).run("delete", "aimodels", "--all", "--timeout=30s", check=False)
+    kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
+
+
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1) -> Any:
     """Poll ``check`` until it returns a truthy value; fail with ``what`` and the last value at the deadline."""
     deadline = time.monotonic() + timeout
@@ -139,7 +147,15 @@ class OperatorProcess:
         full_env = {
             k: v
             for k, v in os.environ.items()
-            if k not in ("PULSAR_ADMIN_URL", "PULSAR_URL", "PULSAR_TOKEN", "RES_TOPIC_NAME")
+            if k
+            not in (
+                "PULSAR_ADMIN_URL",
+                "PULSAR_URL",
+                "PULSAR_TOKEN",
+                "RES_TOPIC_NAME",
+                "PULSAR_ADMIN_TOKEN",
+                "PULSAR_TOKEN_SIGNING_KEY_FILE",
+            )
         }
         full_env.update({"KUBECONFIG": str(kubeconfig or self.kubeconfig), **self.env})
         with open(self.log_path, "wb") as out:

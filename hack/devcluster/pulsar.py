@@ -90,6 +90,9 @@ authorizationEnabled=true
 superUserRoles={admin_role}
 brokerClientAuthenticationPlugin=org.apache.pulsar.client.impl.auth.AuthenticationToken
 brokerClientAuthenticationParameters=file://{admin_token_file}
+# How often an open connection's token is checked again (default 60 s): an expired one makes the
+# broker ask the client for a fresh one, which tests of renewal want to see within seconds.
+authenticationRefreshCheckSeconds=5
 """
 
 ADMIN_ROLE = "admin"

@@ -1,6 +1,7 @@
 """The reference worker as a local process, the way a kubelet would start it in a pod of its
 Deployment (pods do not run on the simulated nodes): the container's environment with its Secret
-references resolved, a token of the pod's ServiceAccount, and a termination-message file."""
+references resolved, its Secret volumes as files (kept current by ``sync_secret_volumes``, as a
+kubelet does), a token of the pod's ServiceAccount, and a termination-message file."""
 
 from __future__ import annotations
 
@@ -37,6 +38,12 @@ def worker_environment(kubectl: Kubectl, kubeconfig: Path, namespace: str, model
         if raw is not None:
             env[item["name"]] = base64.b64decode(raw).decode()
     workdir.mkdir(parents=True, exist_ok=True)
+    mounts = sync_secret_volumes(kubectl, namespace, model, workdir, deploy)
+    for var, value in env.items():
+        # A file in a mounted volume, by its path in the container: the same file here.
+        for mount_path, local in mounts.items():
+            if value.startswith(f"file://{mount_path}/"):
+                env[var] = f"file://{local}/{value.removeprefix(f'file://{mount_path}/')}"
     token = kubectl("-n", namespace, "create", "token", pod["serviceAccountName"]).strip()
     text = Path(kubeconfig).read_text()
     if text.lstrip().startswith("{"):
@@ -64,6 +71,34 @@ def worker_environment(kubectl: Kubectl, kubeconfig: Path, namespace: str, model
     env["KUBECONFIG"] = str(path)
     env["TERMINATION_LOG"] = str(termination)
     return env
+
+
+def sync_secret_volumes(
+    kubectl: Kubectl, namespace: str, model: str, workdir: Path, deploy: dict | None = None
+) -> dict[str, Path]:
+    """Write the worker container's Secret volumes under ``workdir`` as they are now (each file
+    replaced atomically, as the kubelet swaps its symlink); returns mount path -> local dir."""
+    if deploy is None:
+        deploy = json.loads(kubectl("-n", namespace, "get", "deployment", f"{model}-deployment", "-o", "json"))
+    pod = deploy["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod.get("volumes") or []}
+    mounts: dict[str, Path] = {}
+    for mount in pod["containers"][0].get("volumeMounts") or []:
+        source = (volumes.get(mount["name"]) or {}).get("secret")
+        if source is None:
+            continue
+        local = workdir / f"{model}-volume-{mount['name']}"
+        local.mkdir(parents=True, exist_ok=True)
+        secret = json.loads(kubectl("-n", namespace, "get", "secret", source["secretName"], "-o", "json"))
+        data = secret.get("data") or {}
+        items = source.get("items") or [{"key": k, "path": k} for k in data]
+        for item in items:
+            if item["key"] in data:
+                tmp = local / f".{item['path']}.tmp"
+                tmp.write_bytes(base64.b64decode(data[item["key"]]))
+                tmp.replace(local / item["path"])
+        mounts[mount["mountPath"]] = local
+    return mounts
 
 
 class WorkerProcess:

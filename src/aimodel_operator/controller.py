@@ -269,7 +269,10 @@ class Controller:
         """Reconcile one AIModel; the result says when to look at it again (loop.py). Raises for
         what is to be retried with growing pauses."""
         try:
-            return await self._reconcile(key)
+            result = await self._reconcile(key)
+            due = self._renew_at.get(key)
+            # A model's own Pulsar tokens are renewed on time, whatever else the reconcile found.
+            return result if due is None else result.sooner(max(0.0, due - time.time()))
         except Exception as err:
             cause = err.cause if isinstance(err, Failed) else err
             if isinstance(cause, NotLeading):
@@ -300,7 +303,6 @@ class Controller:
         if ref_hash is None and builders.spec_of(model).get("apiKeySecretRef"):
             started = builders.started_secret_hash(self.view.deployment(model))
         held = claims.in_use(model, self._holder_namespace(builders.spec_of(model).get("model", "")))
-        renew_in = None
         if held is not None:
             # Another namespace holds the model name: no workers, no queue credential, no scaling.
             desired = builders.access_children(model)
@@ -309,8 +311,8 @@ class Controller:
             model_tokens = None
             if self.credentials is not None:
                 issued = await self._credentials(key, model)
-                model_tokens, renew_in = issued.tokens, issued.renew_in
-                self._renew_at[key] = time.time() + renew_in
+                model_tokens = issued.tokens
+                self._renew_at[key] = time.time() + issued.renew_in
             desired = builders.children(model, self.settings, self.caps, ref_hash, started, model_tokens)
         outcome = await self.applier.apply_all(model, desired)
         removed: list[str] = []
@@ -339,7 +341,7 @@ class Controller:
             # when garbage collection is done with a namesake's: look again (reads only, the
             # conflict already said in status), with growing pauses.
             return Result(requeue_after=result.requeue_after, backoff_cap=LOOK_AGAIN_MAX_SECONDS)
-        return result.sooner(renew_in)
+        return result
 
     async def _credentials(self, key: Key, model: Manifest) -> credentials_mod.Issued:
         """The model's Pulsar grants made and its tokens (kept while good); when the Pulsar admin

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from kube_helpers import wait_for
+from kube_helpers import drop_namespace, wait_for
 
 LOCAL_SAMPLE = {
     "apiVersion": "model.youxam.com/v1alpha1",
@@ -336,7 +336,7 @@ def test_ignored_events(operator, k, kubectl, namespace):
         assert status(k)["state"] == "Running"
         assert k.get("aimodel", "no-such-model") is None
     finally:
-        kubectl("delete", "namespace", other, "--wait=false")
+        drop_namespace(kubectl, other)
 
 
 def test_long_message_is_bounded(operator, k, namespace):

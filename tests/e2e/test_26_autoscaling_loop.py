@@ -28,14 +28,16 @@ QUEUED = 10  # -> ceil(10 / 2) = 5 workers
 
 
 @pytest.fixture
-def scaling_operator(recorded_operator, keda, pulsar, pulsar_token, broker, gateway):
-    """The operator with Pulsar's admin and broker URLs, its token (single-token mode: KEDA reads
-    the backlog through the TriggerAuthentication) and the stand-in gateway as the workers'
-    answer endpoint, on a cluster running KEDA, behind a recording proxy."""
+def scaling_operator(recorded_operator, keda, pulsar, pulsar_token, pulsar_signing_key, broker, gateway):
+    """The operator with Pulsar's admin and broker URLs, signing a token per model (workers get
+    theirs, KEDA reads the backlog with a stats-only one through the TriggerAuthentication), and
+    the stand-in gateway as the workers' answer endpoint, on a cluster running KEDA, behind a
+    recording proxy."""
     env = {
         "PULSAR_ADMIN_URL": pulsar,
         "PULSAR_URL": broker,
-        "PULSAR_TOKEN": pulsar_token,
+        "PULSAR_ADMIN_TOKEN": pulsar_token,
+        "PULSAR_TOKEN_SIGNING_KEY_FILE": pulsar_signing_key,
         "ANSWER_ENDPOINTS": gateway.url,
     }
     return recorded_operator(env)

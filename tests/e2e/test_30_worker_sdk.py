@@ -8,7 +8,7 @@ import json
 import pytest
 
 from aimodel_worker import PermissionDenied, Reason, Reporter
-from kube_helpers import wait_for
+from kube_helpers import drop_namespace, wait_for
 
 SAMPLE = {
     "apiVersion": "model.youxam.com/v1alpha1",
@@ -103,7 +103,7 @@ def test_a_worker_cannot_touch_another_namespace(operator, k, kubectl, namespace
         wait_for("A's model Failed", lambda: state(k)[0] == "Failed")
         assert state(kb)[0] == "Running"
     finally:
-        kubectl("delete", "namespace", other, "--wait=false")
+        drop_namespace(kubectl, other)
 
 
 def test_the_test_worker_reports_over_http(operator, k, api_server, tmp_path):

@@ -272,7 +272,7 @@ def test_a_local_model_is_served_by_the_model_server_in_its_pod(
         worker.stop()
 
 
-def test_a_worker_stopped_again_and_again_on_a_busy_machine_exits_0(broker, tmp_path):
+def test_a_worker_stopped_again_and_again_on_a_busy_machine_exits_0(broker, pulsar_token, tmp_path):
     """After a clean stop the Pulsar client's native threads could crash the interpreter's teardown
     (8 of 40 stops ended in SIGSEGV or SIGABRT on two busy cores): the worker now leaves without it."""
     import os
@@ -286,6 +286,7 @@ def test_a_worker_stopped_again_and_again_on_a_busy_machine_exits_0(broker, tmp_
         "API_URL": "http://127.0.0.1:9/v1",
         "API_KEY": "unused",
         "PULSAR_URL": broker,
+        "PULSAR_TOKEN": pulsar_token,
         "RES_TOPIC_NAME": RES_TOPIC,
         "MAX_PROCESS_NUM": "8",
     }

@@ -9,19 +9,20 @@ import uuid
 import pytest
 import yaml
 
-from kube_helpers import REPO, OperatorProcess, wait_for
+from kube_helpers import REPO, OperatorProcess, drop_namespace, wait_for
 
 SYSTEM_NS = "aimodel-operator-system"
 SA = "aimodel-operator-controller-manager"
 WHO = f"system:serviceaccount:{SYSTEM_NS}:{SA}"
 
 
-def model(name: str) -> dict:
+def model(name: str, model_name: str | None = None) -> dict:
+    """An AIModel; a model name of its own by default (one namespace's name is refused in another)."""
     return {
         "apiVersion": "model.youxam.com/v1alpha1",
         "kind": "AIModel",
         "metadata": {"name": name},
-        "spec": {"type": "local", "model": "m", "image": "user/image:tag"},
+        "spec": {"type": "local", "model": model_name or f"scoped-{name}", "image": "user/image:tag"},
     }
 
 
@@ -33,7 +34,7 @@ def other_namespaces(kubectl):
         kubectl("create", "namespace", name)
     yield names
     for name in names:
-        kubectl("delete", "namespace", name, "--wait=false")
+        drop_namespace(kubectl, name)
 
 
 @pytest.fixture
@@ -128,7 +129,7 @@ def many_namespaces(kubectl):
         kubectl("create", "namespace", name)
     yield names
     for name in names:
-        kubectl("delete", "namespace", name, "--wait=false")
+        drop_namespace(kubectl, name)
 
 
 def test_an_operator_watching_many_namespaces_serves_every_one(
@@ -141,7 +142,7 @@ def test_an_operator_watching_many_namespaces_serves_every_one(
     try:
         proc.start(extra_args=(f"--namespaces={','.join(many_namespaces)}",))
         for ns in many_namespaces:
-            kubectl.in_namespace(ns).apply(model("m"))
+            kubectl.in_namespace(ns).apply(model("m", f"scoped-{ns}"))
         for ns in many_namespaces:
             kubectl.in_namespace(ns)("wait", "--for=condition=Ready", "aimodel/m", "--timeout=60s")
     finally:

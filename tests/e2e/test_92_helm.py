@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from kube_helpers import REPO, Kubectl, OperatorProcess, wait_for
+from kube_helpers import REPO, Kubectl, OperatorProcess, drop_namespace, wait_for
 
 CHART = REPO / "charts" / "aimodel-operator"
 RELEASE = "helm-e2e"
@@ -58,7 +58,7 @@ def release_ns(kubectl, helm):
     kubectl.in_namespace(name)("create", "secret", "generic", "pulsar-credentials", "--from-literal=token=tok-1")
     yield name
     helm("uninstall", RELEASE, "--namespace", name, "--ignore-not-found", "--wait", "--timeout=60s", check=False)
-    kubectl("delete", "namespace", name, "--wait=false")
+    drop_namespace(kubectl, name)
 
 
 def _leftovers(kubectl: Kubectl, namespaces: tuple[str, ...]) -> list[str]:
@@ -291,4 +291,4 @@ def test_scoped_install_grants_nothing_outside_its_namespaces(helm, kubectl, nam
         helm("uninstall", RELEASE, "--namespace", release_ns, "--wait", "--timeout=120s")
         wait_for("nothing of the release left", lambda: _leftovers(kubectl, (release_ns, namespace)) == [], timeout=60)
     finally:
-        kubectl("delete", "namespace", unwatched, "--wait=false")
+        drop_namespace(kubectl, unwatched)

@@ -45,7 +45,10 @@ class PulsarAdmin:
         for attempt in range(CONFLICT_RETRIES + 1):
             self.calls += 1
             try:
-                async with self._session.request(method, f"{self.url}{path}", json=body, headers=self._headers) as resp:
+                # Pulsar's admin refuses a PUT or POST without a JSON content type (415), body or not.
+                data = json.dumps(body).encode() if body is not None else b""
+                headers = {**self._headers, "Content-Type": "application/json"}
+                async with self._session.request(method, f"{self.url}{path}", data=data, headers=headers) as resp:
                     text = await resp.text()
                     if resp.status < 300 or resp.status in ok:
                         return json.loads(text) if text and resp.status < 300 else None

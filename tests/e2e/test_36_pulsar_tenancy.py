@@ -1,0 +1,303 @@
+"""Tenants in the data plane, on the real Pulsar with token authentication and authorization:
+a token per model granted only its own topics, a model name held by one namespace, renewal
+without restarts, grants collected when their model is gone, and the admin API failing."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import uuid
+
+import pytest
+
+from devcluster import pulsar as pulsar_mod
+from kube_helpers import REPO, ServedModel, drop_namespace, wait_for
+
+RES_TOPIC = "res-topic"
+TTL = 30  # seconds: renewed with 10 s left, so every 20 s
+
+
+def tenant_env(pulsar: str, broker: str, token: str, pulsar_signing_key: str, gateway_url: str, **extra: str) -> dict:
+    return {
+        "PULSAR_ADMIN_URL": pulsar,
+        "PULSAR_URL": broker,
+        "PULSAR_ADMIN_TOKEN": token,
+        "PULSAR_TOKEN_SIGNING_KEY_FILE": pulsar_signing_key,
+        "PULSAR_TOKEN_TTL_SECONDS": str(TTL),
+        "PULSAR_GRANT_COLLECT_SECONDS": "2",
+        "RES_TOPIC_NAME": RES_TOPIC,
+        "ANSWER_ENDPOINTS": gateway_url,
+        **extra,
+    }
+
+
+@pytest.fixture
+def tenant_operator(operator_process, pulsar, broker, pulsar_token, pulsar_signing_key, gateway):
+    operator_process.stop()
+    operator_process.start(tenant_env(pulsar, broker, pulsar_token, pulsar_signing_key, gateway.url))
+    return operator_process
+
+
+@pytest.fixture
+def other_namespace(kubectl):
+    name = f"t-other-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "namespace", name)
+    wait_for("its default ServiceAccount", lambda: kubectl.in_namespace(name).get("serviceaccount", "default"))
+    yield name
+    drop_namespace(kubectl, name)
+
+
+def remote(model: ServedModel, upstream) -> dict:
+    return {
+        "type": "remote",
+        "model": model.model_name,
+        "baseURL": upstream.url,
+        "apiKey": upstream.api_key,
+        "image": "user/image:tag",
+        "maxProcessNum": 4,
+    }
+
+
+@pytest.fixture
+def tenant_model(tenant_operator, k, namespace, healthy_upstream, kubectl, kubeconfig, tmp_path):
+    model = ServedModel("chat", f"gpt-4o-{uuid.uuid4().hex[:6]}", k, kubectl, kubeconfig, namespace, tmp_path)
+    healthy_upstream.models.add(model.model_name)
+    model.apply(remote(model, healthy_upstream))
+    wait_for("its Secret", lambda: k.get("secret", "chat-worker-secrets"))
+    yield model
+    model.stop()
+
+
+def secret_token(k, name: str = "chat", key: str = "PULSAR_TOKEN") -> str:
+    data = (k.get("secret", f"{name}-worker-secrets") or {}).get("data") or {}
+    return base64.b64decode(data[key]).decode() if key in data else ""
+
+
+def ready(k, name: str = "chat") -> dict:
+    status = (k.get("aimodel", name) or {}).get("status") or {}
+    return next((c for c in status.get("conditions") or [] if c["type"] == "Ready"), {})
+
+
+def refused(action) -> bool:
+    """True when Pulsar refuses ``action`` (an authorization error, or for an anonymous client
+    the operation timing out: the broker never answers it)."""
+    import pulsar
+
+    try:
+        action()
+    except (pulsar.AuthorizationError, pulsar.AuthenticationError, pulsar.Timeout, pulsar.ConnectError):
+        return True
+    return False
+
+
+def quick_client(broker: str, token: str | None):
+    import pulsar
+
+    auth = pulsar.AuthenticationToken(token) if token else None
+    return pulsar.Client(
+        broker,
+        authentication=auth,
+        operation_timeout_seconds=5,
+        logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error),
+    )
+
+
+def test_a_models_token_opens_its_own_topics_only(tenant_model, k, broker, pulsar, pulsar_token, send_requests):
+    other = f"model-other-{uuid.uuid4().hex[:6]}"
+    send_requests(f"persistent://public/default/{other}", [])  # another model's topic exists
+    token = secret_token(k)
+    assert token and token != pulsar_token
+    anonymous = quick_client(broker, None)
+    try:
+        assert refused(lambda: anonymous.subscribe(tenant_model.topic, tenant_model.subscription))
+    finally:
+        anonymous.close()
+    client = quick_client(broker, token)
+    try:
+        shared = __import__("pulsar").ConsumerType.Shared
+        client.subscribe(tenant_model.topic, tenant_model.subscription, consumer_type=shared).close()
+        client.create_producer(RES_TOPIC).close()
+        assert refused(lambda: client.subscribe(f"persistent://public/default/{other}", "steal"))
+        assert refused(lambda: client.subscribe("persistent://public/default/model-anything", "steal"))
+        assert refused(lambda: client.create_producer(tenant_model.topic))  # consume only
+    finally:
+        client.close()
+    # KEDA's token reads the stats of its topic and no other.
+    stats = secret_token(k, key="PULSAR_STATS_TOKEN")
+    assert pulsar_mod.stats(pulsar, stats, tenant_model.rest_topic)["subscriptions"]
+    with pytest.raises(urllib.error.HTTPError, match=r"401|403"):
+        pulsar_mod.stats(pulsar, stats, f"persistent/public/default/{other}")
+    # The Deployment carries no token, only the path of the file its pods mount.
+    deployment = k.get("deployment", "chat-deployment")
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["PULSAR_TOKEN"]["value"].startswith("file:///var/run/secrets/aimodel/pulsar/")
+    assert token not in str(deployment)
+
+
+def test_requests_flow_with_the_models_own_token_across_renewals_without_restarts(
+    tenant_model, k, namespace, kubectl, gateway, send_requests, tmp_path
+):
+    from standins.kubelet import sync_secret_volumes
+
+    worker = tenant_model.start()
+    generation = k.get("deployment", "chat-deployment")["metadata"]["generation"]
+    first = secret_token(k)
+    stop = threading.Event()
+
+    def kubelet() -> None:  # a kubelet keeps mounted Secrets current (here: every second)
+        while not stop.wait(1.0):
+            sync_secret_volumes(kubectl, namespace, "chat", tmp_path)
+
+    syncer = threading.Thread(target=kubelet, daemon=True)
+    syncer.start()
+    try:
+        answered = 0
+        deadline = time.monotonic() + TTL * 1.6  # past the first token's expiry
+        while time.monotonic() < deadline:
+            rid, msg = gateway.request(tenant_model.model_name, f"hello {answered}")
+            send_requests(tenant_model.topic, [msg])
+            assert gateway.answer(rid, timeout=30)["data"]["object"] == "chat.completion"
+            answered += 1
+            time.sleep(0.5)  # a request every half second, as traffic comes
+    finally:
+        stop.set()
+        syncer.join()
+    assert secret_token(k) != first, "the token was not renewed"
+    assert worker.proc.poll() is None, worker.log_tail()
+    assert "AuthenticationError" not in worker.log.read_text(), "the broker refused a token"
+    assert k.get("deployment", "chat-deployment")["metadata"]["generation"] == generation, "the workers were rolled"
+    assert answered >= TTL
+
+
+def test_a_model_name_belongs_to_the_first_namespace(
+    tenant_model,
+    k,
+    kubectl,
+    kubeconfig,
+    other_namespace,
+    upstream,
+    gateway,
+    send_requests,
+    pulsar,
+    pulsar_token,
+    tmp_path,
+):
+    k2 = kubectl.in_namespace(other_namespace)
+    thief = ServedModel("chat", tenant_model.model_name, k2, kubectl, kubeconfig, other_namespace, tmp_path / "b")
+    thief.apply(remote(thief, upstream))
+    cond = wait_for("ModelNameInUse", lambda: ready(k2).get("reason") == "ModelNameInUse" and ready(k2))
+    assert cond["status"] == "False" and k.namespace in cond["message"]
+    assert k2.get("deployment", "chat-deployment") is None and k2.get("secret", "chat-worker-secrets") is None
+
+    tenant_model.start()
+    ids = []
+    for i in range(5):
+        rid, msg = gateway.request(tenant_model.model_name, f"for the holder {i}")
+        ids.append(rid)
+        send_requests(tenant_model.topic, [msg])
+    for rid in ids:
+        assert gateway.answer(rid, timeout=30)
+    consumers = pulsar_mod.stats(pulsar, pulsar_token, tenant_model.rest_topic)["subscriptions"][
+        tenant_model.subscription
+    ]["consumers"]
+    assert len(consumers) == 1  # the holder's worker, nothing of the other namespace
+    tenant_model.stop()
+
+    started = time.monotonic()
+    k("delete", "aimodel", "chat")
+    wait_for("the other namespace takes over", lambda: k2.get("deployment", "chat-deployment"), timeout=20)
+    assert time.monotonic() - started < 10
+    assert ready(k2).get("reason") != "ModelNameInUse"
+    assert secret_token(k2)
+    thief.start()
+    rid, msg = gateway.request(thief.model_name, "for the new holder")
+    send_requests(thief.topic, [msg])
+    assert gateway.answer(rid, timeout=30)
+    thief.stop()
+
+
+def test_a_deleted_models_grants_are_revoked_and_foreign_grants_survive(tenant_model, k, pulsar, pulsar_token):
+    import json
+    import urllib.request
+
+    def permissions() -> dict:
+        req = urllib.request.Request(
+            f"{pulsar}/admin/v2/{tenant_model.rest_topic}/permissions",
+            headers={"Authorization": f"Bearer {pulsar_token}"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read())
+
+    ours = f"aimodel:{k.namespace}:chat"
+    assert permissions()[ours] == ["consume"]
+    foreign = urllib.request.Request(
+        f"{pulsar}/admin/v2/{tenant_model.rest_topic}/permissions/someone-else",
+        data=b'["consume"]',
+        method="POST",
+        headers={"Authorization": f"Bearer {pulsar_token}", "Content-Type": "application/json"},
+    )
+    urllib.request.urlopen(foreign, timeout=10).close()
+    k("delete", "aimodel", "chat")
+    wait_for("our grants revoked", lambda: not any(r.startswith("aimodel") for r in permissions()), timeout=30)
+    assert permissions()["someone-else"] == ["consume"]
+
+
+def test_the_pulsar_admin_unreachable_then_back(
+    operator_process,
+    pulsar,
+    broker,
+    pulsar_token,
+    pulsar_signing_key,
+    gateway,
+    k,
+    healthy_upstream,
+    kubectl,
+    kubeconfig,
+    tmp_path,
+):
+    from devcluster.base import free_port
+
+    port = free_port()
+    operator_process.stop()
+    env = tenant_env(f"http://127.0.0.1:{port}", broker, pulsar_token, pulsar_signing_key, gateway.url)
+    operator_process.start(env)
+    models = []
+    for i in range(3):
+        m = ServedModel(f"m{i}", f"gpt-4o-{uuid.uuid4().hex[:6]}", k, kubectl, kubeconfig, k.namespace, tmp_path)
+        k.apply(
+            {
+                "apiVersion": "model.youxam.com/v1alpha1",
+                "kind": "AIModel",
+                "metadata": {"name": m.name},
+                "spec": remote(m, healthy_upstream),
+            }
+        )
+        models.append(m)
+    for m in models:
+        cond = wait_for(
+            "the admin named",
+            lambda m=m: ready(k, m.name).get("reason") == "PulsarAdminUnavailable" and ready(k, m.name),
+        )
+        assert f"127.0.0.1:{port}" in cond["message"]
+        assert k.get("deployment", f"{m.name}-deployment") is None
+    web = int(pulsar.rsplit(":", 1)[1])
+    relay = subprocess.Popen(
+        [sys.executable, "-m", "devcluster.tcpforward", f"127.0.0.1:{port}", f"127.0.0.1:{web}"],
+        env={"PYTHONPATH": str(REPO / "hack")},
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        for m in models:
+            wait_for("converged", lambda m=m: k.get("deployment", f"{m.name}-deployment"), timeout=60)
+            wait_for(
+                "Ready not about the admin", lambda m=m: ready(k, m.name).get("reason") != "PulsarAdminUnavailable"
+            )
+            assert secret_token(k, m.name)
+    finally:
+        relay.terminate()
+        relay.wait()
+    operator_process.stop()
