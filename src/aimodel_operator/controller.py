@@ -16,9 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import aimodel_contract as contract
-
-from . import builders, caches, claims, conditions, metrics, watches
+from . import builders, caches, conditions, metrics, watches
 from . import status as status_mod
 from .announcer import Announcer
 from .background import Background
@@ -29,15 +27,15 @@ from .intake import Intake
 from .kube import AIMODELS, SCALED_OBJECTS, ApiError, Kube, NotLeading
 from .logs import fields
 from .loop import DONE, Failed, Loop, Result
-from .objects import Key, Manifest, is_controlled_by
-from .pulsar_auth import credentials as credentials_mod
-from .pulsar_auth.admin import PulsarAdmin, PulsarAdminError
-from .pulsar_auth.credentials import Credentials
+from .objects import Key, Manifest
+from .pulsar_auth.admin import PulsarAdminError
+from .pulsar_auth.credentials import Issued
 from .recorder import Recorder
 from .refs import SecretRefs
 from .settings import Settings
 from .statusview import StatusView
 from .statuswriter import StatusWriter, Written
+from .tenants import PULSAR_ADMIN_UNAVAILABLE, Tenants
 from .watches import CHILDREN, WATCHES, Route, Speed, Watch
 from .workqueue import WorkQueue
 
@@ -46,8 +44,6 @@ log = logging.getLogger(__name__)
 # A name taken by someone else, or held by a deleted namesake, is looked at again (a read, never a
 # write) after 0.5 s, 1 s, 2 s, ... and at most this far apart.
 LOOK_AGAIN_MAX_SECONDS = 30.0
-# Ready's reason while the Pulsar admin cannot make a model's grants.
-PULSAR_ADMIN_UNAVAILABLE = "PulsarAdminUnavailable"
 # A reconcile refused by the leader's write fence is tried again after about a renewal period.
 NOT_LEADING_RETRY_SECONDS = 2.0
 
@@ -88,9 +84,13 @@ class Controller:
         rate = status_writes_per_second
         self.status_writer = StatusWriter(kube, writes_per_second=rate, burst=int(2 * rate))
         self.models.add_index(caches.BY_SECRET_REF, caches.secret_ref, emptied=self._secret_unreferenced)
-        self.models.add_index(caches.BY_MODEL_NAME, caches.model_name, changed=self._namesakes_changed)
-        # Per model name: the namespace that holds it (claims.py), to wake its namesakes when that changes.
-        self._holders: dict[str, str] = {}
+        self.tenants = Tenants(
+            self.models,
+            settings.res_topic_name,
+            settings.pulsar_admin_url,
+            tenancy,
+            lambda key: self._enqueue(key, Speed.FULL),
+        )
         self.synced = asyncio.Event()
         self.announcer = Announcer(self.recorder)
         self.view = StatusView(self.children, self.replica_sets, self.pods, self.intake, settings, lambda: self.caps)
@@ -99,13 +99,6 @@ class Controller:
         # depend on changes (an event at Speed.FULL), a report or a pod change only needs the status written.
         self._settled: dict[Key, tuple[str, status_mod.Condition | None]] = {}
         self.background = Background()
-        self.tenancy = tenancy
-        self.credentials: Credentials | None = None
-        if tenancy is not None:
-            admin = PulsarAdmin(settings.pulsar_admin_url, tenancy.admin_token)
-            self.credentials = Credentials(admin, tenancy.signing_key, tenancy.token_ttl, settings.res_topic_name)
-        # Per model with a token of its own: when it is due for renewal (epoch seconds).
-        self._renew_at: dict[Key, float] = {}
         self._begin_task: asyncio.Task[Any] | None = None
 
     def _handler(self, watch: Watch) -> Callable[[str, Manifest], None]:
@@ -139,7 +132,7 @@ class Controller:
         self._enqueue(key, Speed.FULL)
 
     def _model_gone(self, key: Key) -> None:
-        self._renew_at.pop(key, None)
+        self.tenants.forget(key)
         self.announcer.forget(key)
         self._settled.pop(key, None)
         self.models.forget(*key)
@@ -153,23 +146,6 @@ class Controller:
         """No AIModel references this Secret anymore: its hashed values are not kept."""
         namespace, _, name = value.partition("/")
         self.refs.forget((namespace, name))
-
-    def _holder_namespace(self, name: str) -> str | None:
-        keys = self.models.by_index(caches.BY_MODEL_NAME, name)
-        return claims.holder_namespace(m for k in keys if (m := self.models.get(*k)) is not None)
-
-    def _namesakes_changed(self, name: str) -> None:
-        """An AIModel began or stopped naming model ``name``: if another namespace holds it now,
-        every namesake is reconciled in full (one takes over, or gives up its workers)."""
-        holder = self._holder_namespace(name)
-        if holder == self._holders.get(name):
-            return
-        if holder is None:
-            del self._holders[name]
-            return
-        self._holders[name] = holder
-        for key in self.models.by_index(caches.BY_MODEL_NAME, name):
-            self._enqueue(key, Speed.FULL)
 
     def _keda_availability(self, available: bool) -> None:
         log.info("keda", extra=fields(available=available))
@@ -207,8 +183,8 @@ class Controller:
         for n in range(self.workers):
             self.background.spawn(loop.run(), f"worker-{n}")
         self.background.spawn(self._resync(), "resync")
-        if self.credentials is not None and self.tenancy is not None:
-            self.background.spawn(self._collect_grants(self.tenancy.collect_every), "pulsar-grants")
+        if self.tenants.credentials is not None:
+            self.background.spawn(self.tenants.collect_forever(), "pulsar-grants")
 
     def failed_tasks(self) -> list[str]:
         """Background tasks that ended: none should, so any is a reason to restart the operator."""
@@ -218,8 +194,7 @@ class Controller:
         if self._begin_task is not None:
             self._begin_task.cancel()
         await self.background.stop()
-        if self.credentials is not None:
-            await self.credentials.admin.close()
+        await self.tenants.close()
         # Events already queued are still sent (briefly), unless leadership is gone.
         await self.recorder.stop()
 
@@ -233,27 +208,6 @@ class Controller:
                 self._enqueue(key, Speed.FULL)
             log.info("resync", extra=fields(models=len(keys)))
             metrics.RESYNC_CPU_SECONDS.inc(time.process_time() - started)
-
-    async def _collect_grants(self, every: float) -> None:
-        """Level-triggered cleanup of the Pulsar grants of models that are gone (no finalizer)."""
-        assert self.credentials is not None
-        namespace = contract.TOPIC_PREFIX.removeprefix("persistent://").rstrip("/")
-        while True:
-            await asyncio.sleep(every)
-            try:
-                await self.credentials.collect(namespace, self._wanted_grants)
-            except PulsarAdminError as err:
-                log.warning("pulsar grants not collected", extra=fields(error=str(err)))
-
-    def _wanted_grants(self) -> credentials_mod.Grants:
-        out: credentials_mod.Grants = {}
-        for key in self.models:
-            model = self.models.get(*key)
-            if model is None or not builders.spec_of(model).get("model"):
-                continue
-            if claims.in_use(model, self._holder_namespace(builders.spec_of(model)["model"])) is None:
-                out.update(credentials_mod.wanted(model, self.settings.res_topic_name))
-        return out
 
     def _on_failure(self, key: Key, err: Exception, delay: float, first: bool) -> None:
         log.warning(
@@ -269,10 +223,8 @@ class Controller:
         """Reconcile one AIModel; the result says when to look at it again (loop.py). Raises for
         what is to be retried with growing pauses."""
         try:
-            result = await self._reconcile(key)
-            due = self._renew_at.get(key)
             # A model's own Pulsar tokens are renewed on time, whatever else the reconcile found.
-            return result if due is None else result.sooner(max(0.0, due - time.time()))
+            return self.tenants.on_time(key, await self._reconcile(key))
         except Exception as err:
             cause = err.cause if isinstance(err, Failed) else err
             if isinstance(cause, NotLeading):
@@ -290,10 +242,7 @@ class Controller:
         model = self.models.get(*key)
         if model is None or model["metadata"].get("deletionTimestamp"):
             return DONE
-        settled = self._settled.get(key)
-        due = self._renew_at.get(key)
-        if due is not None and time.time() >= due:
-            settled = None
+        settled = None if self.tenants.renewal_due(key) else self._settled.get(key)
         if settled is not None and settled[0] == model["metadata"].get("resourceVersion"):
             # Only a report or the workers' pods changed: the status is all there is to write.
             return await self._write_status(key, model, settled[1])
@@ -302,17 +251,15 @@ class Controller:
         started = None
         if ref_hash is None and builders.spec_of(model).get("apiKeySecretRef"):
             started = builders.started_secret_hash(self.view.deployment(model))
-        held = claims.in_use(model, self._holder_namespace(builders.spec_of(model).get("model", "")))
+        held = self.tenants.held_elsewhere(model)
         if held is not None:
             # Another namespace holds the model name: no workers, no queue credential, no scaling.
             desired = builders.access_children(model)
-            self._renew_at.pop(key, None)
+            self.tenants.forget(key)
         else:
             model_tokens = None
-            if self.credentials is not None:
-                issued = await self._credentials(key, model)
-                model_tokens = issued.tokens
-                self._renew_at[key] = time.time() + issued.renew_in
+            if self.tenants.credentials is not None:
+                model_tokens = (await self._credentials(key, model)).tokens
             desired = builders.children(model, self.settings, self.caps, ref_hash, started, model_tokens)
         outcome = await self.applier.apply_all(model, desired)
         removed: list[str] = []
@@ -343,22 +290,18 @@ class Controller:
             return Result(requeue_after=result.requeue_after, backoff_cap=LOOK_AGAIN_MAX_SECONDS)
         return result
 
-    async def _credentials(self, key: Key, model: Manifest) -> credentials_mod.Issued:
+    async def _credentials(self, key: Key, model: Manifest) -> Issued:
         """The model's Pulsar grants made and its tokens (kept while good); when the Pulsar admin
         fails, the status says so and the reconcile is retried (nothing applied meanwhile)."""
-        assert self.credentials is not None
+        meta = model["metadata"]
+        secret = self.children["Secret"].get(meta["namespace"], builders.secret_name(meta["name"]))
         try:
-            await self.credentials.grant(model)
+            return await self.tenants.issue(key, model, secret)
         except PulsarAdminError as err:
             self._settled.pop(key, None)
             problem = status_mod.Condition(status_mod.READY, False, PULSAR_ADMIN_UNAVAILABLE, str(err))
             result = await self._write_status(key, model, problem)
             raise Failed(err, result.requeue_after) from err
-        meta = model["metadata"]
-        secret = self.children["Secret"].get(meta["namespace"], builders.secret_name(meta["name"]))
-        if secret is not None and not is_controlled_by(secret, meta["uid"]):
-            secret = None
-        return self.credentials.issue(model, secret)
 
     async def _write_status(self, key: Key, model: Manifest, problem: status_mod.Condition | None) -> Result:
         new, again = self.view.compute(key, model, problem)

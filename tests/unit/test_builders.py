@@ -679,3 +679,56 @@ def test_answer_endpoints_reach_the_workers_only_when_configured():
     settings = Settings.from_env({"ANSWER_ENDPOINTS": "http://gw:8080/res,  ws://gw:8080/res/ws"})
     env = env_of(builders.deployment(remote(), settings, NO_KEDA))
     assert env["ANSWER_ENDPOINTS"] == {"name": "ANSWER_ENDPOINTS", "value": "http://gw:8080/res ws://gw:8080/res/ws"}
+
+
+# -- a token per model (SPEC §9) ---------------------------------------------------------------
+
+PER_MODEL = Settings(pulsar_admin_url=ADMIN, per_model_tokens=True)
+TOKENS = builders.ModelTokens(worker="worker.jwt", stats="stats.jwt")
+
+
+def test_per_model_secret_holds_the_models_two_tokens_and_never_the_operators():
+    settings = Settings(pulsar_admin_url=ADMIN, pulsar_token="operator-token", per_model_tokens=True)
+    data = builders.secret(local(), settings, TOKENS)["data"]
+    assert data == {"PULSAR_TOKEN": b64("worker.jwt"), "PULSAR_STATS_TOKEN": b64("stats.jwt")}
+
+
+def test_per_model_workers_read_their_token_from_a_mounted_file():
+    dep = builders.deployment(local(), PER_MODEL, NO_KEDA)
+    env = env_of(dep)
+    assert env["PULSAR_TOKEN"] == {"name": "PULSAR_TOKEN", "value": "file:///var/run/secrets/aimodel/pulsar/token"}
+    pod = dep["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "aimodel-pulsar-token")
+    # Only the worker's token is in the file; KEDA's stats token stays in the Secret.
+    assert volume["secret"]["secretName"] == OWN_SECRET
+    assert volume["secret"]["items"] == [{"key": "PULSAR_TOKEN", "path": "token"}]
+    mount = next(m for m in container(dep)["volumeMounts"] if m["name"] == "aimodel-pulsar-token")
+    assert mount["mountPath"] == "/var/run/secrets/aimodel/pulsar" and mount["readOnly"] is True
+
+
+def test_a_renewed_token_does_not_roll_the_workers():
+    before = builders.deployment(local(), PER_MODEL, NO_KEDA)
+    after = builders.deployment(local(), PER_MODEL, NO_KEDA)
+    assert builders.secret(local(), PER_MODEL, TOKENS) != builders.secret(
+        local(), PER_MODEL, builders.ModelTokens(worker="renewed.jwt", stats="renewed-stats.jwt")
+    )
+    assert before == after
+    # An inline API key still rolls them when it changes.
+    assert builders.deployment(remote(), PER_MODEL, NO_KEDA) != builders.deployment(
+        remote(apiKey="other"), PER_MODEL, NO_KEDA
+    )
+
+
+def test_per_model_keda_reads_the_stats_token():
+    kids = builders.children(keda_local(), PER_MODEL, KEDA, tokens=TOKENS)
+    assert _kinds(kids) == [
+        *SECRET_CHILDREN,
+        ("TriggerAuthentication", "ai-model-sample-pulsar-auth"),
+        ("ScaledObject", "ai-model-sample-scaledobject"),
+    ]
+    auth = kids[5]["spec"]["secretTargetRef"]
+    assert {"parameter": "bearerToken", "name": OWN_SECRET, "key": "PULSAR_STATS_TOKEN"} in auth
+
+
+def test_a_model_held_elsewhere_keeps_only_its_reporting_access():
+    assert _kinds(builders.access_children(local())) == BASE_CHILDREN[:3]

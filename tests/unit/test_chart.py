@@ -339,6 +339,8 @@ def test_another_release_name_prefixes_every_name(helm):
         (["workers=0"], "workers"),
         (["answerEndpoints={gw.uplion:8080}"], "answerEndpoints"),
         (["answerEndpoints={http://user:pw@gw/res}"], "answerEndpoints"),
+        (["pulsar.tenancy.tokenTTLSeconds=10"], "tokenTTLSeconds"),
+        (["pulsar.tenancy.secretName=Not_A_Name"], "secretName"),
     ],
 )
 def test_schema_refuses_wrong_values_naming_the_field(helm, values, field):
@@ -348,6 +350,40 @@ def test_schema_refuses_wrong_values_naming_the_field(helm, values, field):
     proc = _helm(helm, *args)
     assert proc.returncode != 0, f"{values} was accepted"
     assert "schema" in proc.stderr.lower() and field in proc.stderr, proc.stderr
+
+
+def test_a_token_per_model_mounts_the_signing_key_and_passes_the_admin_token_by_reference(helm):
+    docs = render(
+        helm,
+        "pulsar.adminURL=https://broker.pulsar:8443",
+        "pulsar.tenancy.secretName=pulsar-tenancy",
+        "pulsar.tenancy.tokenTTLSeconds=3600",
+    )
+    pod = _manager(docs)
+    [container] = pod["containers"]
+    env = _env(container)
+    assert env["PULSAR_ADMIN_TOKEN"] == {"secretKeyRef": {"name": "pulsar-tenancy", "key": "admin-token"}}
+    assert env["PULSAR_TOKEN_SIGNING_KEY_FILE"] == "/etc/aimodel-operator/pulsar-signing-key/signing-key"
+    assert env["PULSAR_TOKEN_TTL_SECONDS"] == "3600"
+    assert env["PULSAR_GRANT_COLLECT_SECONDS"] == "300"
+    volume = next(v for v in pod["volumes"] if v["name"] == "pulsar-signing-key")
+    assert volume["secret"] == {
+        "secretName": "pulsar-tenancy",
+        "items": [{"key": "signing-key", "path": "signing-key"}],
+    }
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "pulsar-signing-key")
+    assert mount["mountPath"] == "/etc/aimodel-operator/pulsar-signing-key" and mount["readOnly"] is True
+    # The single-token mode has neither.
+    [plain] = _manager(render(helm))["containers"]
+    assert "PULSAR_ADMIN_TOKEN" not in _env(plain)
+    assert all(m["name"] != "pulsar-signing-key" for m in plain["volumeMounts"])
+
+
+def test_a_token_per_model_without_the_admin_url_is_refused_saying_why(helm):
+    args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--set", "pulsar.tenancy.secretName=t"]
+    proc = _helm(helm, *args)
+    assert proc.returncode != 0
+    assert "pulsar.tenancy.secretName needs pulsar.adminURL" in proc.stderr, proc.stderr
 
 
 def test_no_plain_token_anywhere_in_a_release(helm):

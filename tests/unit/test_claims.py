@@ -130,7 +130,7 @@ async def test_the_holder_naming_another_model_frees_the_name(cluster):
     renamed["spec"]["model"] = "llama-3"
     renamed["metadata"]["generation"] = 2
     api.put(AIMODELS, renamed)
-    await until("name freed", lambda: controller._holder_namespace("gpt-4o") == "team-b")
+    await until("name freed", lambda: controller.tenants.holder_namespace("gpt-4o") == "team-b")
     await controller.reconcile(B)
     assert has_workers(api, B)
 
@@ -144,7 +144,7 @@ async def test_a_model_that_loses_its_name_gives_up_its_workers_and_token(cluste
     await controller.reconcile(B)
     assert has_workers(api, B) and has_secret(api, B)
     api.put(AIMODELS, aimodel(A, "2026-12-06T10:00:05Z", uid="uid-0"))
-    await until("A holds the name", lambda: controller._holder_namespace("gpt-4o") == "team-a")
+    await until("A holds the name", lambda: controller.tenants.holder_namespace("gpt-4o") == "team-a")
     await controller.reconcile(B)
     assert not has_workers(api, B) and not has_secret(api, B)
     assert ready(api, B)["reason"] == "ModelNameInUse"

@@ -257,6 +257,25 @@ def test_manager_deployment(default: list[dict[str, Any]]) -> None:
     assert "emptyDir" in volumes[mounts["/tmp"]]
 
 
+def test_tenancy_overlay_gives_the_operator_its_admin_token_and_signing_key(kubectl: str) -> None:
+    docs = _render(kubectl, "config/tenancy")
+    pod = _one(docs, "Deployment", "aimodel-operator-controller-manager")["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["PULSAR_ADMIN_TOKEN"]["valueFrom"] == {"secretKeyRef": {"name": "pulsar-tenancy", "key": "admin-token"}}
+    key_file = env["PULSAR_TOKEN_SIGNING_KEY_FILE"]["value"]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "pulsar-signing-key")
+    assert key_file == f"{mount['mountPath']}/signing-key" and mount["readOnly"] is True
+    volume = next(v for v in pod["volumes"] if v["name"] == "pulsar-signing-key")
+    items = [{"key": "signing-key", "path": "signing-key"}]
+    assert volume["secret"] == {"secretName": "pulsar-tenancy", "items": items}
+    # Everything else is config/default's.
+    default = _render(kubectl, "config/default")
+    assert sorted((d["kind"], d["metadata"]["name"]) for d in docs) == sorted(
+        (d["kind"], d["metadata"]["name"]) for d in default
+    )
+
+
 def test_manager_image_can_be_set(kubectl: str, tmp_path: Path) -> None:
     """`make deploy IMG=...` edits config/manager's images: entry; a copy shows the edit takes effect."""
     config = tmp_path / "config"
