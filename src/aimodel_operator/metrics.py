@@ -24,6 +24,11 @@ WORKER_REPORTS = Counter(
 )
 QUEUE_DEPTH = Gauge("aimodel_operator_queue_depth", "AIModels waiting to be reconciled.")
 MODELS = Gauge("aimodel_operator_aimodels", "AIModels known to the operator.")
+PULSAR_ADMIN_REQUESTS = Counter(
+    "aimodel_operator_pulsar_admin_requests_total",
+    "Requests to the Pulsar admin API (a token per model: topics, subscriptions, grants), by method and outcome.",
+    ["method", "outcome"],
+)
 RESYNC_CPU_SECONDS = Counter(
     "aimodel_operator_resync_cpu_seconds", "CPU time spent queueing every AIModel on the periodic resyncs."
 )

@@ -301,3 +301,64 @@ def test_the_pulsar_admin_unreachable_then_back(
         relay.terminate()
         relay.wait()
     operator_process.stop()
+
+
+def admin_requests(operator) -> dict[str, float]:
+    """The operator's Pulsar admin requests so far, by HTTP method."""
+    out: dict[str, float] = {}
+    for name, value in operator.metrics().items():
+        if name.startswith("aimodel_operator_pulsar_admin_requests_total{"):
+            method = name.split('method="', 1)[1].split('"', 1)[0]
+            out[method] = out.get(method, 0) + value
+    return out
+
+
+def reconciles(operator) -> float:
+    return sum(v for n, v in operator.metrics().items() if n.startswith("aimodel_operator_reconciles_total{"))
+
+
+def test_admin_calls_a_model_costs_seven_a_restart_two_reads_and_nothing_changed_none(
+    operator_process,
+    pulsar,
+    broker,
+    pulsar_token,
+    pulsar_signing_key,
+    gateway,
+    k,
+    healthy_upstream,
+    kubectl,
+    kubeconfig,
+    tmp_path,
+):
+    env = tenant_env(pulsar, broker, pulsar_token, pulsar_signing_key, gateway.url, PULSAR_GRANT_COLLECT_SECONDS="3600")
+    operator_process.stop()
+    operator_process.start(env)
+    models = [
+        ServedModel(f"c{i}", f"cost-{uuid.uuid4().hex[:6]}", k, kubectl, kubeconfig, k.namespace, tmp_path)
+        for i in range(2)
+    ]
+    models[0].apply(remote(models[0], healthy_upstream))
+    wait_for("the first model's token", lambda: secret_token(k, "c0"))
+    before = admin_requests(operator_process)
+    models[1].apply(remote(models[1], healthy_upstream))
+    wait_for("the second model's token", lambda: secret_token(k, "c1"))
+    after = admin_requests(operator_process)
+    spent = {m: after.get(m, 0) - before.get(m, 0) for m in after}
+    # Its topic and the workers' subscription, the dead-letter topic, and four grants: no read.
+    assert spent == {"PUT": 3, "POST": 4, "GET": 0}, spent
+
+    # A full reconcile of a converged model asks the admin nothing.
+    done = reconciles(operator_process)
+    k("annotate", "aimodel", "c1", "touched=yes")
+    wait_for("the touched model reconciled", lambda: reconciles(operator_process) > done)
+    assert admin_requests(operator_process) == after
+
+    # A restart reads Pulsar's grants twice (the topics, the policies that hold every grant),
+    # keeps the tokens it finds, and writes nothing to Pulsar or to the API.
+    tokens_before = [secret_token(k, m.name) for m in models]
+    operator_process.restart(env)
+    wait_for("both models reconciled", lambda: reconciles(operator_process) >= 2)
+    assert admin_requests(operator_process) == {"GET": 2}
+    assert [secret_token(k, m.name) for m in models] == tokens_before
+    assert operator_process.api_writes() == 0
+    operator_process.stop()

@@ -12,6 +12,8 @@ from urllib.parse import quote
 
 import aiohttp
 
+from .. import metrics
+
 # Grants of one Pulsar namespace live in one policies record: two changes at once can answer
 # 409 (a concurrent modification). Tried again this many times.
 CONFLICT_RETRIES = 5
@@ -28,12 +30,22 @@ def rest(topic: str) -> str:
     return f"{scheme}/" + "/".join(quote(part, safe="") for part in rest_of.split("/"))
 
 
+def _actions(found: object) -> dict[str, frozenset[str]]:
+    """Role -> actions, from the admin's ``{"role": ["consume", ...]}`` (anything else dropped)."""
+    if not isinstance(found, dict):
+        return {}
+    return {
+        role: frozenset(a for a in actions if isinstance(a, str))
+        for role, actions in found.items()
+        if isinstance(role, str) and isinstance(actions, list)
+    }
+
+
 class PulsarAdmin:
     def __init__(self, url: str, token: str) -> None:
         self.url = url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         self._session: aiohttp.ClientSession | None = None
-        self.calls = 0  # admin calls made, for the metrics and the benchmark
 
     async def close(self) -> None:
         if self._session is not None:
@@ -43,13 +55,14 @@ class PulsarAdmin:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS))
         for attempt in range(CONFLICT_RETRIES + 1):
-            self.calls += 1
+            outcome = "unreachable"
             try:
                 # Pulsar's admin refuses a PUT or POST without a JSON content type (415), body or not.
                 data = json.dumps(body).encode() if body is not None else b""
                 headers = {**self._headers, "Content-Type": "application/json"}
                 async with self._session.request(method, f"{self.url}{path}", data=data, headers=headers) as resp:
                     text = await resp.text()
+                    outcome = str(resp.status)
                     if resp.status < 300 or resp.status in ok:
                         return json.loads(text) if text and resp.status < 300 else None
                     if resp.status == 409 and not ok and attempt < CONFLICT_RETRIES:
@@ -63,6 +76,8 @@ class PulsarAdmin:
                     f"the Pulsar admin at {self.url} could not be reached for {method} {path}: "
                     f"{type(err).__name__} {err}".rstrip()
                 ) from err
+            finally:
+                metrics.PULSAR_ADMIN_REQUESTS.labels(method, outcome).inc()
         raise AssertionError("unreachable")
 
     async def create_topic(self, topic: str) -> None:
@@ -77,16 +92,15 @@ class PulsarAdmin:
         found = await self._call("GET", f"/admin/v2/persistent/{namespace}")
         return [t for t in found if isinstance(t, str)] if isinstance(found, list) else []
 
-    async def permissions(self, topic: str) -> dict[str, frozenset[str]]:
-        """Role -> actions granted on ``topic`` itself (404: the topic does not exist, no grants)."""
-        found = await self._call("GET", f"/admin/v2/{rest(topic)}/permissions", ok=(404,))
-        if not isinstance(found, dict):
+    async def namespace_grants(self, namespace: str) -> dict[str, dict[str, frozenset[str]]]:
+        """Topic -> role -> actions for every topic-level grant in ``tenant/namespace``: Pulsar keeps
+        them in the namespace's policies record, so one read gives them all."""
+        found = await self._call("GET", f"/admin/v2/namespaces/{namespace}")
+        auth = found.get("auth_policies") if isinstance(found, dict) else None
+        topics = auth.get("destination_auth") if isinstance(auth, dict) else None
+        if not isinstance(topics, dict):
             return {}
-        return {
-            role: frozenset(a for a in actions if isinstance(a, str))
-            for role, actions in found.items()
-            if isinstance(role, str) and isinstance(actions, list)
-        }
+        return {topic: _actions(grants) for topic, grants in topics.items() if isinstance(topic, str)}
 
     async def grant(self, topic: str, role: str, actions: frozenset[str]) -> None:
         """Exactly ``actions`` for ``role`` on ``topic`` (a grant replaces the role's actions there)."""

@@ -29,7 +29,7 @@ from ..builders import SECRET_PULSAR_TOKEN, SECRET_STATS_TOKEN, ModelTokens, spe
 from ..logs import fields
 from ..objects import Manifest
 from . import tokens
-from .admin import PulsarAdmin
+from .admin import PulsarAdmin, PulsarAdminError
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,11 @@ Grants = dict[tuple[str, str], frozenset[str]]
 def full_topic(name: str) -> str:
     """A topic as the Pulsar client resolves it: a short name is in public/default."""
     return name if "://" in name else f"{contract.TOPIC_PREFIX}{name}"
+
+
+def namespace_of(topic: str) -> str:
+    """``tenant/namespace`` of a full topic name."""
+    return "/".join(topic.partition("://")[2].split("/")[:2])
 
 
 def roles(namespace: str, name: str) -> tuple[str, str]:
@@ -87,33 +92,60 @@ class Credentials:
         self.ttl = ttl
         self.renew_before = ttl / 3
         self.res_topic = res_topic
-        # What Pulsar holds on each topic as far as this process knows: read once per topic,
-        # then kept with every grant and revocation made (and refreshed by each collection).
+        # What Pulsar holds, as far as this process knows: read once per Pulsar namespace (its
+        # topics, and its policies record, which holds every topic's grants: two reads however
+        # many models), then kept with every topic created and every grant made or revoked, and
+        # refreshed by each collection. A restart costs two reads, not a few calls per model.
+        self._loaded: set[str] = set()
+        self._exists: set[str] = set()
         self._known: dict[str, dict[str, frozenset[str]]] = {}
         # One change at a time: a Pulsar namespace's grants share one policies record.
         self._lock = asyncio.Lock()
 
+    async def _load(self, namespace: str) -> None:
+        if namespace not in self._loaded:
+            self._exists.update(await self.admin.topics(namespace))
+            self._known.update(await self.admin.namespace_grants(namespace))
+            self._loaded.add(namespace)
+
     async def _permissions(self, topic: str) -> dict[str, frozenset[str]]:
-        known = self._known.get(topic)
-        if known is None:
+        await self._load(namespace_of(topic))
+        if topic not in self._exists:
             # A grant on a topic that does not exist is refused: create it first, as the
-            # gateway's producer would (and the workers' subscription, so KEDA finds a backlog).
+            # gateway's producer would.
             await self.admin.create_topic(topic)
-            known = self._known[topic] = await self.admin.permissions(topic)
-        return known
+            self._exists.add(topic)
+        return self._known.setdefault(topic, {})
 
     async def grant(self, model: Manifest) -> None:
         """Make Pulsar hold the model's grants (calls only for what it does not hold yet)."""
         async with self._lock:
-            name = spec_of(model)["model"]
-            for (topic, role), actions in wanted(model, self.res_topic).items():
-                fresh = topic not in self._known
-                known = await self._permissions(topic)
-                if fresh and topic == contract.topic(name):
-                    await self.admin.create_subscription(topic, contract.subscription(name))
-                if known.get(role) != actions:
-                    await self.admin.grant(topic, role, actions)
-                    known[role] = actions
+            try:
+                await self._grant(model)
+            except PulsarAdminError:
+                # What this process knew may be what made the call fail (a topic deleted behind
+                # its back): read it all again on the next try.
+                self._forget()
+                raise
+
+    def _forget(self) -> None:
+        self._loaded.clear()
+        self._exists.clear()
+        self._known.clear()
+
+    async def _grant(self, model: Manifest) -> None:
+        name = spec_of(model)["model"]
+        worker, _ = roles(model["metadata"]["namespace"], model["metadata"]["name"])
+        for (topic, role), actions in wanted(model, self.res_topic).items():
+            known = await self._permissions(topic)
+            if known.get(role) == actions:
+                continue
+            if (topic, role) == (contract.topic(name), worker):
+                # The workers' subscription, made with their first grant, so that KEDA finds
+                # a backlog before any worker has subscribed.
+                await self.admin.create_subscription(topic, contract.subscription(name))
+            await self.admin.grant(topic, role, actions)
+            known[role] = actions
 
     def issue(self, model: Manifest, secret: Manifest | None, now: float | None = None) -> Issued:
         """The model's tokens: those its Secret holds while they are good, else new ones."""
@@ -138,15 +170,24 @@ class Credentials:
         """
         revoked = 0
         async with self._lock:
-            topics = await self.admin.topics(namespace)
             keep = still_wanted()
-            for topic in topics:
-                perms = await self.admin.permissions(topic)
-                self._known[topic] = perms
-                for role in list(perms):
-                    if role.startswith(OUR_PREFIXES) and (topic, role) not in keep:
-                        await self.admin.revoke(topic, role)
-                        del perms[role]
-                        revoked += 1
-                        log.info("pulsar grant revoked", extra=fields(topic=topic, role=role))
+            for pulsar_ns in sorted(self._loaded | {namespace}):
+                # Refreshed from Pulsar: a topic deleted, or a grant revoked, by someone else.
+                topics = set(await self.admin.topics(pulsar_ns))
+                grants = await self.admin.namespace_grants(pulsar_ns)
+                self._exists = {t for t in self._exists if namespace_of(t) != pulsar_ns} | topics
+                self._known = {t: p for t, p in self._known.items() if namespace_of(t) != pulsar_ns} | grants
+                self._loaded.add(pulsar_ns)
+                revoked += await self._revoke_unwanted(grants, keep)
+        return revoked
+
+    async def _revoke_unwanted(self, grants: dict[str, dict[str, frozenset[str]]], keep: Grants) -> int:
+        revoked = 0
+        for topic, perms in grants.items():
+            for role in list(perms):
+                if role.startswith(OUR_PREFIXES) and (topic, role) not in keep:
+                    await self.admin.revoke(topic, role)
+                    del perms[role]
+                    revoked += 1
+                    log.info("pulsar grant revoked", extra=fields(topic=topic, role=role))
         return revoked
