@@ -88,7 +88,8 @@ def test_a_worker_cannot_touch_another_namespace(operator, k, kubectl, namespace
     try:
         kb = kubectl.in_namespace(other)
         wait_for("the other namespace's default ServiceAccount", lambda: kb.get("serviceaccount", "default"))
-        kb.apply(SAMPLE)
+        # Same AIModel name, another model name (a model name belongs to one namespace).
+        kb.apply({**SAMPLE, "spec": {**SAMPLE["spec"], "model": "another-model"}})
         k.apply(SAMPLE)
         wait_for("B's model Running", lambda: state(kb)[0] == "Running")
         reporter_a = worker_reporter(k, api_server)

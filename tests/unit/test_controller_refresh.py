@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from aimodel_operator.controller import LOOK_AGAIN_MAX_SECONDS, Controller
+from aimodel_operator.controller import Controller
 from aimodel_operator.kube import AIMODELS, Answer, Kube
 from aimodel_operator.loop import DONE, Result
+from aimodel_operator.reconciler import LOOK_AGAIN_MAX_SECONDS
 from aimodel_operator.settings import Settings
 from fakekube import FakeApi
 
