@@ -71,6 +71,10 @@ def wanted(model: Manifest, res_topic: str) -> Grants:
     }
 
 
+async def _nothing() -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class Issued:
     tokens: ModelTokens
@@ -108,15 +112,6 @@ class Credentials:
             self._known.update(await self.admin.namespace_grants(namespace))
             self._loaded.add(namespace)
 
-    async def _permissions(self, topic: str) -> dict[str, frozenset[str]]:
-        await self._load(namespace_of(topic))
-        if topic not in self._exists:
-            # A grant on a topic that does not exist is refused: create it first, as the
-            # gateway's producer would.
-            await self.admin.create_topic(topic)
-            self._exists.add(topic)
-        return self._known.setdefault(topic, {})
-
     async def grant(self, model: Manifest) -> None:
         """Make Pulsar hold the model's grants (calls only for what it does not hold yet)."""
         async with self._lock:
@@ -134,18 +129,35 @@ class Credentials:
         self._known.clear()
 
     async def _grant(self, model: Manifest) -> None:
+        wanted_now = wanted(model, self.res_topic)
+        for namespace in sorted({namespace_of(topic) for topic, _ in wanted_now}):
+            await self._load(namespace)
+        missing = {
+            (topic, role): actions
+            for (topic, role), actions in wanted_now.items()
+            if self._known.get(topic, {}).get(role) != actions
+        }
+        if not missing:
+            return
+        # A grant on a topic that does not exist is refused: create them first, as the gateway's
+        # producer would (topics are not in the policies record: at once, not one by one).
+        fresh = sorted({topic for topic, _ in missing} - self._exists)
+        await asyncio.gather(*(self.admin.create_topic(topic) for topic in fresh))
+        self._exists.update(fresh)
         name = spec_of(model)["model"]
         worker, _ = roles(model["metadata"]["namespace"], model["metadata"]["name"])
-        for (topic, role), actions in wanted(model, self.res_topic).items():
-            known = await self._permissions(topic)
-            if known.get(role) == actions:
-                continue
-            if (topic, role) == (contract.topic(name), worker):
-                # The workers' subscription, made with their first grant, so that KEDA finds
-                # a backlog before any worker has subscribed.
-                await self.admin.create_subscription(topic, contract.subscription(name))
+        first = (contract.topic(name), worker) in missing
+        # The workers' subscription, made with their first grant so that KEDA finds a backlog before
+        # any worker subscribed, beside the grants (one policies record: those go one at a time).
+        await asyncio.gather(
+            self.admin.create_subscription(contract.topic(name), contract.subscription(name)) if first else _nothing(),
+            self._grant_each(missing),
+        )
+
+    async def _grant_each(self, missing: Grants) -> None:
+        for (topic, role), actions in missing.items():
             await self.admin.grant(topic, role, actions)
-            known[role] = actions
+            self._known.setdefault(topic, {})[role] = actions
 
     def issue(self, model: Manifest, secret: Manifest | None, now: float | None = None) -> Issued:
         """The model's tokens: those its Secret holds while they are good, else new ones."""
