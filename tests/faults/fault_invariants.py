@@ -56,19 +56,19 @@ def condition(k: Kubectl, name: str, ctype: str) -> dict[str, Any]:
     return next((c for c in status(k, name).get("conditions") or [] if c.get("type") == ctype), {})
 
 
-def children_of(name: str, spec: dict[str, Any]) -> dict[str, str]:
+def children_of(name: str, spec: dict[str, Any], per_model_tokens: bool = False) -> dict[str, str]:
     out = {
         "deployment": f"{name}-deployment",
         "serviceaccount": f"{name}-worker",
         "role": f"{name}-worker-events",
         "rolebinding": f"{name}-worker-events",
     }
-    if spec.get("apiKey"):
+    if spec.get("apiKey") or per_model_tokens:
         out["secret"] = f"{name}-worker-secrets"
     return out
 
 
-def _converged(k: Kubectl, models: dict[str, dict[str, Any]]) -> bool | str:
+def _converged(k: Kubectl, models: dict[str, dict[str, Any]], per_model_tokens: bool = False) -> bool | str:
     listed = {m["metadata"]["name"]: m for m in k.json("get", "aimodels")["items"]}
     if set(listed) != set(models):
         return f"models {sorted(listed)} != {sorted(models)}"
@@ -86,7 +86,7 @@ def _converged(k: Kubectl, models: dict[str, dict[str, Any]]) -> bool | str:
         ready = next((c for c in st.get("conditions") or [] if c["type"] == "Ready"), {})
         if ready.get("status") != "True":
             return f"{name}: Ready {ready}"
-        want = set(children_of(name, spec).items())
+        want = set(children_of(name, spec, per_model_tokens).items())
         have = owned.pop(obj["metadata"]["uid"], set())
         if have != want:
             return f"{name}: children {sorted(have)} != {sorted(want)}"
@@ -94,15 +94,20 @@ def _converged(k: Kubectl, models: dict[str, dict[str, Any]]) -> bool | str:
             secret = k.get("secret", f"{name}-worker-secrets")
             if base64.b64decode(secret["data"].get("API_KEY", "")).decode() != spec["apiKey"]:
                 return f"{name}: Secret lost its API_KEY"
+        if per_model_tokens and not (k.get("secret", f"{name}-worker-secrets")["data"] or {}).get("PULSAR_TOKEN"):
+            return f"{name}: no token of its own"
     if owned:
         return f"children of models that are gone: {owned}"
     return True
 
 
-def assert_converged(k: Kubectl, models: dict[str, dict[str, Any]], timeout: float = 60) -> None:
+def assert_converged(
+    k: Kubectl, models: dict[str, dict[str, Any]], timeout: float = 60, per_model_tokens: bool = False
+) -> None:
+    """``per_model_tokens``: the operator signs a token per model, so every model has a Secret."""
     wait_for(
         f"{len(models)} models converged with exactly their children",
-        lambda: _converged(k, models) is True or _raise_if_str(_converged(k, models)),
+        lambda: _raise_if_str(_converged(k, models, per_model_tokens)),
         timeout=timeout,
     )
 
