@@ -70,7 +70,8 @@ def model(name: str, namespace: str, replicas: int) -> dict:
         "apiVersion": "model.youxam.com/v1alpha1",
         "kind": "AIModel",
         "metadata": {"name": name, "namespace": namespace},
-        "spec": {"type": "local", "model": "TinyLlama-1.1B", "image": "user/image:tag", "replicas": replicas},
+        # A model name of its own: a name held in another namespace would get no workers (ModelNameInUse).
+        "spec": {"type": "local", "model": f"{namespace}-{name}", "image": "user/image:tag", "replicas": replicas},
     }
 
 
