@@ -8,6 +8,7 @@ committed YAML identical to it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -56,9 +57,15 @@ class State(StrEnum):
 @dataclass(frozen=True)
 class Field:
     name: str
-    schema: dict[str, Any]
+    # A schema, or what makes one when the CRD is generated: the pod template's is over a
+    # megabyte of Python objects that the running operator never reads.
+    schema: dict[str, Any] | Callable[[], dict[str, Any]]
     description: str
     required: bool = False
+
+    def openapi(self) -> dict[str, Any]:
+        schema = self.schema() if callable(self.schema) else self.schema
+        return {**schema, "description": self.description}
 
 
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -158,7 +165,7 @@ SPEC_FIELDS: tuple[Field, ...] = (
         "Seconds of backlog history the HPA considers before removing workers "
         f"(default {HPA_DEFAULT_SCALE_DOWN_STABILIZATION}, the HPA's).",
     ),
-    Field("template", podtemplate.schema(), podtemplate.DESCRIPTION),
+    Field("template", podtemplate.schema, podtemplate.DESCRIPTION),
 )
 
 # Rules the OpenAPI schema alone cannot express. Each message names the field.

@@ -24,7 +24,7 @@ def spec_schema() -> dict[str, Any]:
         "type": "object",
         "description": "Desired state of an AI model's workers.",
         "required": [f.name for f in SPEC_FIELDS if f.required],
-        "properties": {f.name: {**f.schema, "description": f.description} for f in SPEC_FIELDS},
+        "properties": {f.name: f.openapi() for f in SPEC_FIELDS},
         "x-kubernetes-validations": list(SPEC_RULES),
     }
 
