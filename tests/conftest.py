@@ -233,31 +233,28 @@ def recorded_operator(crds_installed, operator_process, operator_identity, kubec
 @pytest.fixture(scope="session")
 def pulsar_token(cluster, pulsar) -> str:
     """The test Pulsar's superuser token (it refuses anonymous clients)."""
-    _, local = cluster
-    token = local.fact("pulsar_admin_token") if local is not None else os.environ.get("AIMODEL_TEST_PULSAR_TOKEN", "")
-    if not token:
-        pytest.skip("an external cluster needs AIMODEL_TEST_PULSAR_TOKEN (a Pulsar superuser token)")
-    return str(token)
+    return _pulsar_fact(cluster, "pulsar_admin_token", "AIMODEL_TEST_PULSAR_TOKEN", "a Pulsar superuser token")
 
 
 @pytest.fixture(scope="session")
 def pulsar_signing_key(cluster, pulsar) -> str:
     """The file of the test Pulsar's token signing key (for an operator that signs a token per model)."""
-    _, local = cluster
-    path = local.fact("pulsar_token_key") if local is not None else os.environ.get("AIMODEL_TEST_PULSAR_TOKEN_KEY", "")
-    if not path:
-        pytest.skip("an external cluster needs AIMODEL_TEST_PULSAR_TOKEN_KEY (the Pulsar token signing key's file)")
-    return str(path)
+    return _pulsar_fact(cluster, "pulsar_token_key", "AIMODEL_TEST_PULSAR_TOKEN_KEY", "its token signing key file")
 
 
 @pytest.fixture(scope="session")
 def broker(cluster, pulsar) -> str:
     """The Pulsar broker URL (pulsar://) of the test cluster's Pulsar."""
+    return _pulsar_fact(cluster, "pulsar_url", "AIMODEL_TEST_PULSAR_URL", "the broker's pulsar:// URL")
+
+
+def _pulsar_fact(cluster, fact: str, env: str, what: str) -> str:
+    """A fact of the local cluster's Pulsar, else ``env`` for an external cluster, else a skip naming both."""
     _, local = cluster
-    url = local.fact("pulsar_url") if local is not None else os.environ.get("AIMODEL_TEST_PULSAR_URL", "")
-    if not url:
-        pytest.skip("an external cluster needs AIMODEL_TEST_PULSAR_URL for the worker tests")
-    return url
+    value = local.fact(fact) if local is not None else os.environ.get(env, "")
+    if not value:
+        pytest.skip(f"an external cluster needs {env} ({what})")
+    return str(value)
 
 
 @pytest.fixture(scope="session")

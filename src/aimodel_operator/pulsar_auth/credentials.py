@@ -71,10 +71,6 @@ def wanted(model: Manifest, res_topic: str) -> Grants:
     }
 
 
-async def _nothing() -> None:
-    return None
-
-
 @dataclass(frozen=True)
 class Issued:
     tokens: ModelTokens
@@ -108,9 +104,17 @@ class Credentials:
 
     async def _load(self, namespace: str) -> None:
         if namespace not in self._loaded:
-            self._exists.update(await self.admin.topics(namespace))
-            self._known.update(await self.admin.namespace_grants(namespace))
-            self._loaded.add(namespace)
+            await self._refresh(namespace)
+
+    async def _refresh(self, namespace: str) -> dict[str, dict[str, frozenset[str]]]:
+        """Read a Pulsar namespace's topics and grants again (two reads), replacing what was known
+        of it: a topic deleted, or a grant revoked, by someone else. Returns its grants."""
+        topics = set(await self.admin.topics(namespace))
+        grants = await self.admin.namespace_grants(namespace)
+        self._exists = {t for t in self._exists if namespace_of(t) != namespace} | topics
+        self._known = {t: p for t, p in self._known.items() if namespace_of(t) != namespace} | grants
+        self._loaded.add(namespace)
+        return grants
 
     async def grant(self, model: Manifest) -> None:
         """Make Pulsar hold the model's grants (calls only for what it does not hold yet)."""
@@ -149,10 +153,10 @@ class Credentials:
         first = (contract.topic(name), worker) in missing
         # The workers' subscription, made with their first grant so that KEDA finds a backlog before
         # any worker subscribed, beside the grants (one policies record: those go one at a time).
-        await asyncio.gather(
-            self.admin.create_subscription(contract.topic(name), contract.subscription(name)) if first else _nothing(),
-            self._grant_each(missing),
-        )
+        calls = [self._grant_each(missing)]
+        if first:
+            calls.append(self.admin.create_subscription(contract.topic(name), contract.subscription(name)))
+        await asyncio.gather(*calls)
 
     async def _grant_each(self, missing: Grants) -> None:
         for (topic, role), actions in missing.items():
@@ -184,12 +188,7 @@ class Credentials:
         async with self._lock:
             keep = still_wanted()
             for pulsar_ns in sorted(self._loaded | {namespace}):
-                # Refreshed from Pulsar: a topic deleted, or a grant revoked, by someone else.
-                topics = set(await self.admin.topics(pulsar_ns))
-                grants = await self.admin.namespace_grants(pulsar_ns)
-                self._exists = {t for t in self._exists if namespace_of(t) != pulsar_ns} | topics
-                self._known = {t: p for t, p in self._known.items() if namespace_of(t) != pulsar_ns} | grants
-                self._loaded.add(pulsar_ns)
+                grants = await self._refresh(pulsar_ns)
                 revoked += await self._revoke_unwanted(grants, keep)
         return revoked
 
