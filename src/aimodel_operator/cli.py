@@ -34,9 +34,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(config: Config) -> int:
-    from . import logs
+    from . import logs, memory
 
     logs.configure(config.log_format, config.verbose)
+    memory.tune()
     try:
         return asyncio.run(Operator(config).run())
     except KeyboardInterrupt:
