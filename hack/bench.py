@@ -80,8 +80,10 @@ RESYNC_SECONDS = 30
 
 
 class Operator:
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: Cluster, resync: int | None = None) -> None:
+        """``resync``: --resync in seconds (this benchmark's short one), None for the default."""
         self.cluster = cluster
+        self.resync = resync
         self.proc: subprocess.Popen | None = None
         self.metrics_port = 0
         # The highest resident memory seen, sampled every 0.1 s by a thread, across restarts.
@@ -109,7 +111,7 @@ class Operator:
                 "run",
                 f"--health-port={health}",
                 f"--metrics-port={self.metrics_port}",
-                f"--resync={RESYNC_SECONDS}",
+                *([f"--resync={self.resync}"] if self.resync else []),
             ],
             env={**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig)},
             stdout=log,
@@ -647,6 +649,29 @@ async def idle_writes(op: Operator, seconds: float) -> dict[str, float]:
     return {k.split("{", 1)[1].rstrip("}"): v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
 
 
+async def peers_side_by_side(kube: Kube, cluster: Cluster, rounds: int) -> dict:
+    """This operator (with its defaults) and, when built into .peers/, the Go original."""
+    import bench_peers
+    from devcluster import keda
+    from peers import go_operator
+
+    peers: dict = {"ours": lambda: Operator(cluster)}
+    # The Go original's reconciles fail without KEDA's CRDs: both run with them (not KEDA itself),
+    # removed again after, so the rest of the benchmark runs as it always has.
+    keda_crds = go_operator.binary() is not None and go_operator.install_keda_crds(cluster)
+    if keda_crds:
+        peers["go"] = lambda: go_operator.GoOperator(cluster)
+    else:
+        print("  (the Go original is not built: `make peers` builds it, docs/benchmarks.md)", flush=True)
+    bench_peers.ROUNDS = rounds
+    try:
+        return await bench_peers.side_by_side(kube, cluster, peers)
+    finally:
+        if keda_crds:
+            for path in sorted(keda.crds_dir().glob("*.yaml")):
+                cluster.kubectl("delete", "--wait", "-f", str(path))
+
+
 async def run(args: argparse.Namespace) -> dict:
     cluster = Cluster(REPO / ".devcluster-bench")
     cluster.up()
@@ -663,7 +688,12 @@ async def run(args: argparse.Namespace) -> dict:
         # The floor first, on the same empty cluster the operator's latencies are measured on.
         print("a report's floor (a minimal reporter, no operator) ...", flush=True)
         results.update(await report_floor(kube, args.samples))
-        op = Operator(cluster)
+        print("the error path as an outside harness measures it, side by side ...", flush=True)
+        results["peers"] = await peers_side_by_side(kube, cluster, args.peer_rounds)
+        if args.only_peers:
+            await kube.close()
+            return results
+        op = Operator(cluster, RESYNC_SECONDS)
         op.start()
         try:
             print("latencies ...", flush=True)
@@ -718,6 +748,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", type=int, default=1000)
     parser.add_argument("--samples", type=int, default=30)
+    parser.add_argument("--peer-rounds", type=int, default=3, help="rounds of the side-by-side error path")
+    parser.add_argument("--only-peers", action="store_true", help="the floor and the side-by-side part only")
     parser.add_argument("--floor-reporter", metavar="NAMESPACE", help=argparse.SUPPRESS)
     parser.add_argument("--floor-group", default=api.GROUP, help=argparse.SUPPRESS)
     args = parser.parse_args()
