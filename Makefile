@@ -98,6 +98,11 @@ cluster-status: setup ## Show the local cluster's processes, memory and nodes.
 demo: setup ## Local cluster + KEDA + operator + the seed's sample, its error path and recovery, shown step by step.
 	PYTHONPATH=hack $(BIN)/python hack/demo.py
 
+.PHONY: peers
+peers: ## Build the peers the benchmarks run side by side (the Go original operator, uplion's Python worker) into .peers/ from sources cloned there (docs/benchmarks.md).
+	bash hack/peers/go-operator.sh
+	bash hack/peers/uplion-worker.sh
+
 .PHONY: bench-worker
 bench-worker: setup ## Measure the reference worker's requests per second at MAX_PROCESS_NUM 1, 16, 256 (real Pulsar).
 	PYTHONPATH=hack $(BIN)/python hack/bench_worker.py

@@ -5,6 +5,11 @@ OpenAI-style API answering after a fixed model latency, and the stand-in gateway
 for each MAX_PROCESS_NUM, queues requests on a topic of its own, starts one `aimodel-worker`
 process and measures how fast it answers them: requests per second from the first answer to the
 last, against the ceiling the model latency sets (MAX_PROCESS_NUM / latency).
+
+With uplion's Python worker built by `make peers` (.peers/uplion-worker/, see
+hack/peers/uplion_worker.py), each measurement is made for it too, in the same invocation,
+alternating with ours: same Pulsar, same stand-in upstream and latency, same request counts, a
+topic of its own each time, who goes first alternating between rounds (--rounds).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from pathlib import Path
 
 from devcluster import pulsar as pulsar_mod
 from devcluster.procs import Supervisor
+from peers import uplion_worker
 from standins.endpoint import EndpointStandIn
 from standins.kubelet import WorkerProcess
 from standins.openai_api import OpenAIStandIn
@@ -29,8 +35,19 @@ STATE_DIR = REPO / ".devcluster-bench-worker"
 RUNS = {1: 100, 16: 1000, 256: 3000}
 
 
+OURS = "aimodel-worker"
+
+
 def measure(
-    broker: str, token: str, api: OpenAIStandIn, gateway: EndpointStandIn, concurrency: int, count: int
+    broker: str,
+    token: str,
+    api: OpenAIStandIn,
+    gateway: EndpointStandIn,
+    concurrency: int,
+    count: int,
+    worker_kind: str = OURS,
+    round_no: int = 1,
+    extra_env: dict[str, str] | None = None,
 ) -> dict:
     import pulsar
 
@@ -60,8 +77,13 @@ def measure(
         "RES_TOPIC_NAME": "res-topic",
         "ANSWER_ENDPOINTS": gateway.url,
         "LOG_LEVEL": "WARNING",
+        **(extra_env or {}),
     }
-    worker = WorkerProcess(env, STATE_DIR / f"worker-{concurrency}.log").start()
+    log = STATE_DIR / f"{'ours' if worker_kind == OURS else 'uplion'}-{concurrency}-{round_no}.log"
+    if worker_kind == OURS:
+        worker: WorkerProcess | uplion_worker.UplionWorkerProcess = WorkerProcess(env, log).start()
+    else:
+        worker = uplion_worker.UplionWorkerProcess(env, log).start()
     try:
         gateway.answer(ids[0], timeout=120)
         first = time.monotonic()
@@ -72,6 +94,8 @@ def measure(
         worker.stop()
     rps = (count - 1) / (last - first) if last > first else float("inf")
     return {
+        "worker": worker_kind,
+        "round": round_no,
         "max_process_num": concurrency,
         "requests": count,
         "requests_per_second": round(rps, 1),
@@ -84,7 +108,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--latency", type=float, default=0.05, help="the stand-in model's latency per request (s)")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--rounds", type=int, default=1, help="measurements of each worker at each MAX_PROCESS_NUM")
+    parser.add_argument(
+        "--max-process-num", type=int, action="append", choices=sorted(RUNS), help="only these (repeatable)"
+    )
+    parser.add_argument(
+        "--worker-env", action="append", default=[], metavar="NAME=VALUE", help="more environment for ours"
+    )
+    parser.add_argument("--no-peer", action="store_true", help="ours only, even with uplion's worker built")
     args = parser.parse_args(argv)
+    kinds = [OURS]
+    if args.no_peer:
+        pass
+    elif uplion_worker.available():
+        kinds.append(uplion_worker.NAME)
+    else:
+        print("uplion's worker is not built (make peers): measuring ours against the ceiling only", flush=True)
     shutil.rmtree(STATE_DIR, ignore_errors=True)
     procs = Supervisor(STATE_DIR)
     results = []
@@ -94,14 +133,29 @@ def main(argv: list[str] | None = None) -> int:
         with OpenAIStandIn(models=()) as api, EndpointStandIn() as gateway:
             api.delay = args.latency
             for concurrency, count in RUNS.items():
-                result = measure(broker, str(procs.fact("pulsar_admin_token")), api, gateway, concurrency, count)
-                results.append(result)
-                print(
-                    f"MAX_PROCESS_NUM={concurrency:<4} {result['requests']:>5} requests: "
-                    f"{result['requests_per_second']:>7} req/s (ceiling at {args.latency * 1000:.0f} ms per "
-                    f"request: {result['ceiling_rps']}), drained in {result['drain_seconds']} s",
-                    flush=True,
-                )
+                if args.max_process_num and concurrency not in args.max_process_num:
+                    continue
+                for round_no in range(1, args.rounds + 1):
+                    # Who goes first alternates between rounds.
+                    for kind in kinds if round_no % 2 else kinds[::-1]:
+                        result = measure(
+                            broker,
+                            str(procs.fact("pulsar_admin_token")),
+                            api,
+                            gateway,
+                            concurrency,
+                            count,
+                            kind,
+                            round_no,
+                            dict(e.split("=", 1) for e in args.worker_env) if kind == OURS else None,
+                        )
+                        results.append(result)
+                        print(
+                            f"{kind:<16} MAX_PROCESS_NUM={concurrency:<4} {result['requests']:>5} requests: "
+                            f"{result['requests_per_second']:>7} req/s (ceiling at {args.latency * 1000:.0f} ms "
+                            f"per request: {result['ceiling_rps']}), drained in {result['drain_seconds']} s",
+                            flush=True,
+                        )
     finally:
         procs.stop(procs.components())
     if args.json:

@@ -313,3 +313,85 @@ def test_a_worker_stopped_again_and_again_on_a_busy_machine_exits_0(broker, puls
             proc.kill()
             proc.wait()
     assert codes == [0] * 20
+
+
+def test_the_next_request_is_answered_while_the_last_ones_usage_is_still_unpublished(
+    model, gateway, send_requests, pulsar_client, pulsar, pulsar_token
+):
+    """One request at a time (MAX_PROCESS_NUM=1), the usage records held in the result producer's
+    batch for a minute (USAGE_PUBLISH_DELAY_MS): the second request is answered while the first
+    one's record is unpublished, and neither is acknowledged before its record is. Killed then, the
+    worker loses neither record: both requests come back, are answered again by another worker,
+    their records published, and only then acknowledged."""
+    from devcluster import pulsar as pulsar_mod
+
+    results = pulsar_client.subscribe(RES_TOPIC, f"t-{uuid.uuid4().hex[:6]}")
+    first = model.start(MAX_PROCESS_NUM="1", USAGE_PUBLISH_DELAY_MS="60000")
+    ids = []
+    for text in ("first", "second"):
+        rid, msg = request(model, gateway, text=text)
+        send_requests(model.topic, [msg])
+        ids.append(rid)
+    for rid in ids:
+        assert gateway.answer(rid, timeout=30)["data"]["object"] == "chat.completion"
+    # Both answered by the one slot, neither record published, so neither acknowledged.
+    assert pulsar_mod.backlog(pulsar, pulsar_token, model.rest_topic, model.subscription) == 2
+    res_stats = pulsar_mod.stats(pulsar, pulsar_token, f"persistent/public/default/{RES_TOPIC}")
+    assert res_stats["subscriptions"][results.subscription_name()]["msgBacklog"] == 0
+
+    first.signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    model.start(MAX_PROCESS_NUM="1")
+    records = {}
+    while set(records) != set(ids):
+        msg = results.receive(timeout_millis=60000)
+        results.acknowledge(msg)
+        doc = json.loads(msg.data())
+        records[doc["request_id"]] = doc
+    assert all(records[rid]["usage"]["total_tokens"] > 0 for rid in ids), records
+    wait_for(
+        "both acknowledged",
+        lambda: pulsar_mod.backlog(pulsar, pulsar_token, model.rest_topic, model.subscription) == 0,
+    )
+    assert all(len(gateway.answers[rid]) == 2 for rid in ids), "each answered by both workers"
+
+
+def test_a_usage_record_that_cannot_be_published_hands_its_request_back(
+    model, gateway, send_requests, pulsar, pulsar_token
+):
+    """Its result topic terminated (it takes no more messages), the worker answers, fails to publish
+    the usage record and hands the request back, never acknowledging it: redelivered, answered
+    again, then moved to the dead-letter topic, where it is kept."""
+    import urllib.error
+    import urllib.request
+
+    from devcluster import pulsar as pulsar_mod
+
+    def dead_lettered() -> int:
+        try:
+            return pulsar_mod.backlog(pulsar, pulsar_token, dead_letters, f"model-{model.model_name}-DLQ-subscription")
+        except (urllib.error.HTTPError, KeyError):  # not there yet
+            return 0
+
+    res_topic = f"res-{uuid.uuid4().hex[:6]}"
+    # The model's own token may publish to the one result topic only: the admin token here.
+    worker = model.start(RES_TOPIC_NAME=res_topic, PULSAR_TOKEN=pulsar_token, MAX_REDELIVERIES="2")
+    wait_for("the worker consuming", lambda: "consuming" in worker.log.read_text(), timeout=30)
+    terminate = urllib.request.Request(
+        f"{pulsar}/admin/v2/persistent/public/default/{res_topic}/terminate",
+        method="POST",
+        headers={"Authorization": f"Bearer {pulsar_token}"},
+    )
+    urllib.request.urlopen(terminate, timeout=30).close()
+    dead_letters = f"persistent/public/default/model-{model.model_name}-DLQ"
+    rid, msg = request(model, gateway)
+    send_requests(model.topic, [msg])
+    wait_for("the request in the dead-letter topic", lambda: dead_lettered() == 1, timeout=60)
+    assert len(gateway.answers[rid]) >= 2, "answered, handed back, redelivered and answered again"
+    # Moved (the client acknowledges it once it is in the dead-letter topic), not lost.
+    wait_for(
+        "the request off the subscription",
+        lambda: pulsar_mod.backlog(pulsar, pulsar_token, model.rest_topic, model.subscription) == 0,
+    )
+    assert "handing it back" in worker.log.read_text()
+    worker.stop()

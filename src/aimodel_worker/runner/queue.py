@@ -46,6 +46,18 @@ class Queue:
         await self.client.close()
 
 
+def producer_options(settings: WorkerSettings) -> tuple[bool, int, int]:
+    """The result producer's (batching_enabled, batching_max_publish_delay_ms, max_pending_messages):
+    usage records sent together within USAGE_PUBLISH_DELAY_MS (whole milliseconds, at least 1), or
+    each alone with 0; room for every record that can be pending at once (one per settling request,
+    at most MAX_PROCESS_NUM), so that a send is never refused for a full queue."""
+    delay = settings.usage_publish_delay_ms
+    pending = max(1000, settings.max_process_num)
+    if delay <= 0:
+        return False, 10, pending
+    return True, max(1, round(delay)), pending
+
+
 async def connect(settings: WorkerSettings, consumer_name: str | None = None) -> Queue:
     auth = pulsar.AuthenticationToken(settings.pulsar_token) if settings.pulsar_token else None
     try:
@@ -78,7 +90,13 @@ async def connect(settings: WorkerSettings, consumer_name: str | None = None) ->
                 settings.dead_letter_subscription,
             ),
         )
-        producer = await client.create_producer(settings.res_topic)
+        batching, delay_ms, pending = producer_options(settings)
+        producer = await client.create_producer(
+            settings.res_topic,
+            batching_enabled=batching,
+            batching_max_publish_delay_ms=delay_ms,
+            max_pending_messages=pending,
+        )
     except pulsar_async.PulsarException as exc:
         await client.close()
         raise QueueUnavailable(f"cannot subscribe to {settings.topic} at {settings.pulsar_url}: {exc}") from exc

@@ -17,6 +17,8 @@ DEFAULT_LOCAL_API_URL = "http://127.0.0.1:8080"
 DEFAULT_MAX_MESSAGE_BYTES = 4 << 20
 # A message handed back this many times more goes to the dead-letter topic model-<model>-DLQ.
 DEFAULT_MAX_REDELIVERIES = 5
+# Milliseconds a usage record may wait to be sent to the result topic in one batch with others.
+DEFAULT_USAGE_PUBLISH_DELAY_MS = 10.0
 
 
 class SettingsError(ValueError):
@@ -43,6 +45,9 @@ class WorkerSettings:
     answer_endpoints: tuple[str, ...] = ()
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     max_redeliveries: int = DEFAULT_MAX_REDELIVERIES
+    # USAGE_PUBLISH_DELAY_MS: how long a usage record may wait for others to be sent with it in one
+    # batch (fewer sends to the broker under load; its request's slot is free meanwhile); 0: alone.
+    usage_publish_delay_ms: float = DEFAULT_USAGE_PUBLISH_DELAY_MS
 
     @property
     def topic(self) -> str:
@@ -117,4 +122,5 @@ class WorkerSettings:
             answer_endpoints=tuple(allowed),
             max_message_bytes=int(number("MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES, 1024)),
             max_redeliveries=int(number("MAX_REDELIVERIES", DEFAULT_MAX_REDELIVERIES, 1)),
+            usage_publish_delay_ms=number("USAGE_PUBLISH_DELAY_MS", DEFAULT_USAGE_PUBLISH_DELAY_MS, 0),
         )

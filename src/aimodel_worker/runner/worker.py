@@ -31,6 +31,42 @@ log = logging.getLogger("aimodel_worker")
 RATE_LIMIT_RETRIES = 5
 
 
+class Slots:
+    """Room for MAX_PROCESS_NUM requests being worked on (received, not yet answered) and as many
+    answered ones settling (usage record being published, then the acknowledgement). An answered
+    request moves from ``working`` to ``settling``, so the next one is received at once; with all
+    of ``settling`` taken (a stalled producer) it keeps its working slot and the worker receives
+    no more: never more than 2 x MAX_PROCESS_NUM messages held unacknowledged."""
+
+    def __init__(self, n: int) -> None:
+        self.working = asyncio.Semaphore(n)
+        self.settling = asyncio.Semaphore(n)
+
+
+class Slot:
+    """One request's place in ``Slots``, from its working slot (taken before it is received) to
+    ``done()`` (released whatever happened, once)."""
+
+    def __init__(self, slots: Slots) -> None:
+        self._slots = slots
+        self.state = "working"
+
+    async def answered(self) -> None:
+        """Move to a settling slot (waiting for one) and give the working slot to the next request."""
+        if self.state != "working":
+            return
+        await self._slots.settling.acquire()
+        self.state = "settling"
+        self._slots.working.release()
+
+    def done(self) -> None:
+        if self.state == "working":
+            self._slots.working.release()
+        elif self.state == "settling":
+            self._slots.settling.release()
+        self.state = "done"
+
+
 class Worker:
     def __init__(self, settings: WorkerSettings, report: ReportFn | None = None, name: str | None = None) -> None:
         self.settings = settings
@@ -92,31 +128,32 @@ class Worker:
         return 0
 
     async def _consume(self, q: queue.Queue, session: aiohttp.ClientSession, upstream: Upstream) -> None:
-        slots = asyncio.Semaphore(self.settings.max_process_num)
+        slots = Slots(self.settings.max_process_num)
         stop = asyncio.ensure_future(self.stopping.wait())
         try:
             while not self.stopping.is_set():
-                await slots.acquire()
+                await slots.working.acquire()
+                slot = Slot(slots)
                 await self._rate_limit_gate()
                 receive = asyncio.ensure_future(q.consumer.receive())
                 await asyncio.wait({receive, stop}, return_when=asyncio.FIRST_COMPLETED)
                 if not receive.done():
                     receive.cancel()
-                    slots.release()
+                    slot.done()
                     break
                 try:
                     msg = receive.result()
                 except pulsar_async.PulsarException as exc:
-                    slots.release()
+                    slot.done()
                     log.warning("receive failed (the client reconnects): %s", exc)
                     await asyncio.sleep(0.5)
                     continue
-                task = asyncio.create_task(self._handle(q, session, upstream, msg))
+                task = asyncio.create_task(self._handle(q, session, upstream, msg, slot))
                 self._inflight.add(task)
 
-                def finished(t: asyncio.Task[None]) -> None:
+                def finished(t: asyncio.Task[None], slot: Slot = slot) -> None:
                     self._inflight.discard(t)
-                    slots.release()
+                    slot.done()
 
                 task.add_done_callback(finished)
         finally:
@@ -144,13 +181,18 @@ class Worker:
 
     # -- one request -----------------------------------------------------------------
 
-    async def _handle(self, q: queue.Queue, session: aiohttp.ClientSession, upstream: Upstream, msg: Any) -> None:
+    async def _handle(
+        self, q: queue.Queue, session: aiohttp.ClientSession, upstream: Upstream, msg: Any, slot: Slot | None = None
+    ) -> None:
         """One message, whatever it holds: acknowledged once answered (or refused with an answer),
-        otherwise handed back; handed back too often, Pulsar moves it to the dead-letter topic."""
+        otherwise handed back; handed back too often, Pulsar moves it to the dead-letter topic.
+        Its ``slot`` is given up for the next request once the answer is delivered, while its usage
+        record is published and then the message acknowledged (still in flight till then)."""
         try:
-            await self._serve(q, session, upstream, msg)
+            await self._serve(q, session, upstream, msg, slot)
         except asyncio.CancelledError:
-            # Stopping before it was answered: another worker gets it.
+            # Stopping before it was answered, or answered but before its usage record was
+            # published: another worker gets it (answers it again) and publishes the record.
             await self._hand_back(q, msg)
             raise
         except pulsar_async.PulsarException as exc:
@@ -166,7 +208,9 @@ class Worker:
         except pulsar_async.PulsarException as exc:
             log.warning("could not hand message %s back (Pulsar redelivers it): %s", msg.message_id(), exc)
 
-    async def _serve(self, q: queue.Queue, session: aiohttp.ClientSession, upstream: Upstream, msg: Any) -> None:
+    async def _serve(
+        self, q: queue.Queue, session: aiohttp.ClientSession, upstream: Upstream, msg: Any, slot: Slot | None = None
+    ) -> None:
         s = self.settings
         try:
             request = gateway.parse_request(msg.data(), s.model_name, s.max_message_bytes)
@@ -201,6 +245,11 @@ class Worker:
                 await self._hand_back(q, msg)
             return
         self.handled += 1
+        if slot is not None:
+            # Answered: the next request may start while this one's usage is published. Billing's
+            # order stays: acknowledged only once the record is durably published (a send that
+            # fails hands the message back; a crash before the ack gets it redelivered).
+            await slot.answered()
         if usage is not None:
             model, counts = usage
             record = gateway.usage_record(request.request_id, counts, model, s.aimodel_name, s.aimodel_namespace)
