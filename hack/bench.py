@@ -80,10 +80,12 @@ RESYNC_SECONDS = 30
 
 
 class Operator:
-    def __init__(self, cluster: Cluster, resync: int | None = None) -> None:
-        """``resync``: --resync in seconds (this benchmark's short one), None for the default."""
+    def __init__(self, cluster: Cluster, resync: int | None = None, env: dict[str, str] | None = None) -> None:
+        """``resync``: --resync in seconds (this benchmark's short one), None for the default;
+        ``env``: more environment (a variant measured side by side, --variant)."""
         self.cluster = cluster
         self.resync = resync
+        self.env = env or {}
         self.proc: subprocess.Popen | None = None
         self.metrics_port = 0
         # The highest resident memory seen, sampled every 0.1 s by a thread, across restarts.
@@ -113,7 +115,7 @@ class Operator:
                 f"--metrics-port={self.metrics_port}",
                 *([f"--resync={self.resync}"] if self.resync else []),
             ],
-            env={**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig)},
+            env={**os.environ, **self.env, "KUBECONFIG": str(self.cluster.kubeconfig)},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -649,23 +651,34 @@ async def idle_writes(op: Operator, seconds: float) -> dict[str, float]:
     return {k.split("{", 1)[1].rstrip("}"): v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
 
 
-async def peers_side_by_side(kube: Kube, cluster: Cluster, rounds: int) -> dict:
-    """This operator (with its defaults) and, when built into .peers/, the Go original."""
+async def peers_side_by_side(
+    kube: Kube, cluster: Cluster, rounds: int, memory_models: int, variants: list[str] | None = None
+) -> dict:
+    """This operator (with its defaults), its ``variants`` (NAME:KEY=VALUE,... its environment) and,
+    when built into .peers/, the Go original."""
     import bench_peers
     from devcluster import keda
     from peers import go_operator
 
     peers: dict = {"ours": lambda: Operator(cluster)}
+    for variant in variants or ():
+        name, _, assignments = variant.partition(":")
+        env = dict(a.split("=", 1) for a in assignments.split(",") if a)
+        peers[name] = lambda env=env: Operator(cluster, env=env)
     # The Go original's reconciles fail without KEDA's CRDs: both run with them (not KEDA itself),
     # removed again after, so the rest of the benchmark runs as it always has.
-    keda_crds = go_operator.binary() is not None and go_operator.install_keda_crds(cluster)
+    keda_crds = (
+        go_operator.binary() is not None
+        and not os.environ.get("BENCH_NO_GO")
+        and go_operator.install_keda_crds(cluster)
+    )
     if keda_crds:
         peers["go"] = lambda: go_operator.GoOperator(cluster)
     else:
         print("  (the Go original is not built: `make peers` builds it, docs/benchmarks.md)", flush=True)
     bench_peers.ROUNDS = rounds
     try:
-        return await bench_peers.side_by_side(kube, cluster, peers)
+        return await bench_peers.side_by_side(kube, cluster, peers, memory_models)
     finally:
         if keda_crds:
             for path in sorted(keda.crds_dir().glob("*.yaml")):
@@ -689,7 +702,9 @@ async def run(args: argparse.Namespace) -> dict:
         print("a report's floor (a minimal reporter, no operator) ...", flush=True)
         results.update(await report_floor(kube, args.samples))
         print("the error path as an outside harness measures it, side by side ...", flush=True)
-        results["peers"] = await peers_side_by_side(kube, cluster, args.peer_rounds)
+        results["peers"] = await peers_side_by_side(
+            kube, cluster, args.peer_rounds, args.peer_memory_models, args.variant
+        )
         if args.only_peers:
             await kube.close()
             return results
@@ -749,6 +764,15 @@ def main() -> None:
     parser.add_argument("--models", type=int, default=1000)
     parser.add_argument("--samples", type=int, default=30)
     parser.add_argument("--peer-rounds", type=int, default=3, help="rounds of the side-by-side error path")
+    parser.add_argument(
+        "--peer-memory-models", type=int, default=1000, help="models with a worker pod each for the memory side by side"
+    )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        metavar="NAME:KEY=VALUE,...",
+        help="also run this operator with this environment side by side (an experiment)",
+    )
     parser.add_argument("--only-peers", action="store_true", help="the floor and the side-by-side part only")
     parser.add_argument("--floor-reporter", metavar="NAMESPACE", help=argparse.SUPPRESS)
     parser.add_argument("--floor-group", default=api.GROUP, help=argparse.SUPPRESS)

@@ -58,8 +58,9 @@ def worker_event(name: str, ns: str) -> dict:
     }
 
 
-async def report(kube: Kube, ns: str, name: str) -> float:
-    """Milliseconds from the Event's create request until a watch opened before it shows Failed."""
+async def report(kube: Kube, ns: str, name: str, creates: list[float] | None = None) -> float:
+    """Milliseconds from the Event's create request until a watch opened before it shows Failed
+    (and the create's own milliseconds appended to ``creates``)."""
 
     def failed(_t: str, obj: dict) -> bool:
         return obj["metadata"]["name"] == name and (obj.get("status") or {}).get("state") == "Failed"
@@ -69,6 +70,8 @@ async def report(kube: Kube, ns: str, name: str) -> float:
     await listed.wait()
     t0 = time.monotonic()
     await kube.create(EVENTS, ns, worker_event(name, ns))
+    if creates is not None:
+        creates.append((time.monotonic() - t0) * 1000)
     await watcher
     return (time.monotonic() - t0) * 1000
 
@@ -90,8 +93,29 @@ async def all_running(kube: Kube, ns: str, names: list[str]) -> None:
     await watcher
 
 
-async def conditions(kube: Kube, tag: str, quiet: float = QUIET, models: int = MODELS) -> dict[str, list[float]]:
-    """Both conditions, each on 20 models of its own: the reports' milliseconds."""
+def report_parts(peer: object) -> dict[str, float]:
+    """This operator's own part of its reports so far (metrics.REPORT_SECONDS): sums and counts."""
+    metric = getattr(peer, "metric", None)
+    if metric is None or not hasattr(peer, "reconciled"):
+        return {}
+    return {k: v for k, v in metric("aimodel_operator_report_seconds_").items() if "_sum{" in k or "_count{" in k}
+
+
+def mean_ms(before: dict[str, float], after: dict[str, float], part: str) -> float | None:
+    total = after.get(f'aimodel_operator_report_seconds_sum{{part="{part}"}}', 0.0) - before.get(
+        f'aimodel_operator_report_seconds_sum{{part="{part}"}}', 0.0
+    )
+    count = after.get(f'aimodel_operator_report_seconds_count{{part="{part}"}}', 0.0) - before.get(
+        f'aimodel_operator_report_seconds_count{{part="{part}"}}', 0.0
+    )
+    return round(total / count * 1000, 3) if count else None
+
+
+async def conditions(
+    kube: Kube, tag: str, quiet: float = QUIET, models: int = MODELS, peer: object = None
+) -> dict[str, list[float]]:
+    """Both conditions, each on 20 models of its own: the reports' milliseconds (and, for this
+    operator, the mean of its own part: queued until its write is sent, and the write)."""
     out: dict[str, list[float]] = {}
     for condition, wait in (("after_running", 0.0), ("after_quiet", quiet)):
         ns = f"peers-{tag}-{condition.replace('_', '-')}"
@@ -100,7 +124,16 @@ async def conditions(kube: Kube, tag: str, quiet: float = QUIET, models: int = M
         await all_running(kube, ns, names)
         if wait:
             await asyncio.sleep(wait)  # the quiet spell is the condition measured
-        out[condition] = [await report(kube, ns, name) for name in names]
+        creates: list[float] = []
+        before = report_parts(peer)
+        out[condition] = [await report(kube, ns, name, creates) for name in names]
+        out[f"{condition}_create"] = creates
+        if before:
+            after = report_parts(peer)
+            out[f"{condition}_operator"] = [
+                mean_ms(before, after, "queued") or 0.0,
+                mean_ms(before, after, "written") or 0.0,
+            ]
     return out
 
 
@@ -156,8 +189,10 @@ def p50s(rounds: list[dict[str, list[float]]], condition: str) -> list[float]:
     return [round(statistics.median(r[condition]), 2) for r in rounds]
 
 
-async def side_by_side(kube: Kube, cluster: Cluster, peers: dict[str, Callable[[], Peer]]) -> dict:
-    """Three rounds of both conditions for every peer, alternating; then memory with pods."""
+async def side_by_side(
+    kube: Kube, cluster: Cluster, peers: dict[str, Callable[[], Peer]], memory_models: int = MEMORY_MODELS
+) -> dict:
+    """Three rounds of both conditions for every peer, alternating; then memory with pods (unless 0 models)."""
     rounds: dict[str, list[dict[str, list[float]]]] = {name: [] for name in peers}
     order = list(peers)
     for r in range(ROUNDS):
@@ -166,7 +201,7 @@ async def side_by_side(kube: Kube, cluster: Cluster, peers: dict[str, Callable[[
             peer = peers[name]()
             peer.start()
             try:
-                rounds[name].append(await conditions(kube, f"{r}-{name}"))
+                rounds[name].append(await conditions(kube, f"{r}-{name}", peer=peer))
             finally:
                 peer.stop()
             await drop_namespaces(kube, "peers-")
@@ -177,13 +212,22 @@ async def side_by_side(kube: Kube, cluster: Cluster, peers: dict[str, Callable[[
             "after_quiet_ms_p50_per_round": p50s(rounds[name], "after_quiet"),
             "after_running_ms_p50": statistics.median(x for r in rounds[name] for x in r["after_running"]),
             "after_quiet_ms_p50": statistics.median(x for r in rounds[name] for x in r["after_quiet"]),
+            # Of those, the Event's create alone: the rest is the operator's part and two watch deliveries.
+            "after_running_create_ms_p50": statistics.median(
+                x for r in rounds[name] for x in r["after_running_create"]
+            ),
+            "after_quiet_create_ms_p50": statistics.median(x for r in rounds[name] for x in r["after_quiet_create"]),
         }
-    for name in order:
-        print(f"  {MEMORY_MODELS} models with a worker pod each: {name} ...", flush=True)
+        if "after_running_operator" in rounds[name][0]:
+            # This operator's own part, per round: [queued, written] mean milliseconds.
+            out[name]["after_running_operator_ms"] = [r["after_running_operator"] for r in rounds[name]]
+            out[name]["after_quiet_operator_ms"] = [r["after_quiet_operator"] for r in rounds[name]]
+    for name in order if memory_models else ():
+        print(f"  {memory_models} models with a worker pod each: {name} ...", flush=True)
         peer = peers[name]()
         peer.start()
         try:
-            out[name]["memory"] = await memory_with_pods(kube, peer)
+            out[name]["memory"] = await memory_with_pods(kube, peer, memory_models)
         finally:
             peer.stop()
         await drop_namespaces(kube, "peers-")

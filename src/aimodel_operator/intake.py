@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -74,6 +75,8 @@ class Intake:
         self.on_report = on_report
         self.known = known
         self.latest: dict[Key, dict[str, Report]] = {}
+        # When the oldest report not yet shown in status arrived, per AIModel (metrics.REPORT_SECONDS).
+        self.arrived: dict[Key, float] = {}
         # Keys of unknown AIModels holding reports, oldest first (a report may come before its model is listed).
         self._unknown: OrderedDict[Key, None] = OrderedDict()
 
@@ -100,6 +103,7 @@ class Intake:
             oldest_rs = min(by_rs, key=lambda r: by_rs[r].resource_version)
             del by_rs[oldest_rs]
         metrics.WORKER_REPORTS.labels(reason=report.reason).inc()
+        self.arrived.setdefault(key, time.monotonic())
         log.debug("report", extra=fields(namespace=key[0], name=key[1], reason=report.reason, pod=report.pod))
         self.on_report(key)
 
@@ -113,7 +117,15 @@ class Intake:
                 best = report
         return best
 
+    def shown(self, key: Key, sent: float, answered: float) -> None:
+        """The status write sent at ``sent`` and answered at ``answered`` shows ``key``'s reports."""
+        arrived = self.arrived.pop(key, None)
+        if arrived is not None:
+            metrics.REPORT_SECONDS.labels(part="queued").observe(max(0.0, sent - arrived))
+            metrics.REPORT_SECONDS.labels(part="written").observe(answered - sent)
+
     def drop(self, key: Key) -> None:
+        self.arrived.pop(key, None)
         self.latest.pop(key, None)
         self._unknown.pop(key, None)
 

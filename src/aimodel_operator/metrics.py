@@ -22,6 +22,15 @@ RECONCILE_SECONDS = Histogram(
 WORKER_REPORTS = Counter(
     "aimodel_operator_worker_reports_total", "Worker error events accepted, by reason.", ["reason"]
 )
+REPORT_SECONDS = Histogram(
+    "aimodel_operator_report_seconds",
+    "A worker's report in the operator, by part: 'queued' from its Event's arrival until the status"
+    " write that shows it is sent, 'written' that write until its answer.",
+    ["part"],
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+)
+for _part in ("queued", "written"):
+    REPORT_SECONDS.labels(part=_part)  # shown (at zero) before the first report
 QUEUE_DEPTH = Gauge("aimodel_operator_queue_depth", "AIModels waiting to be reconciled.")
 MODELS = Gauge("aimodel_operator_aimodels", "AIModels known to the operator.")
 PULSAR_ADMIN_REQUESTS = Counter(

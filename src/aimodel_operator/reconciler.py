@@ -6,6 +6,7 @@ write status once, and say when to look again (loop.Result).
 from __future__ import annotations
 
 import logging
+import time
 
 from . import builders, conditions, metrics
 from . import status as status_mod
@@ -13,6 +14,7 @@ from .announcer import Announcer
 from .builders import Capabilities
 from .children import ChildApplier
 from .informer import Informer
+from .intake import Intake
 from .kube import AIMODELS, ApiError, Kube, NotLeading
 from .logs import fields
 from .loop import DONE, Failed, Result
@@ -46,6 +48,7 @@ class Reconciler:
     tenants: Tenants
     applier: ChildApplier
     announcer: Announcer
+    intake: Intake
     view: StatusView
     status_writer: StatusWriter
     # Per AIModel whose children were all in place at the last reconcile: the model's
@@ -146,10 +149,14 @@ class Reconciler:
 
     async def _write_status(self, key: Key, model: Manifest, problem: status_mod.Condition | None) -> Result:
         new, again = self.view.compute(key, model, problem)
+        sent = time.monotonic()
         result, answer, again_in = await self.status_writer.write(key, model, new)
         if result is Written.STALE:
             return (await self._refresh(key)).sooner(again)
+        if result is Written.UNCHANGED:
+            self.intake.arrived.pop(key, None)
         if result is Written.WRITTEN:
+            self.intake.shown(key, sent, time.monotonic())
             self.announcer.written(key, model, new)
             if answer is not None:
                 self.models.remember(answer)

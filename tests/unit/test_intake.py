@@ -283,3 +283,29 @@ def test_reports_on_unknown_models_are_bounded(monkeypatch):
     # The known model's report stays; of the made-up ones only the newest few.
     assert KEY in i.latest
     assert sorted(k[1] for k in i.latest if k != KEY) == ["made-up-7", "made-up-8", "made-up-9"]
+
+
+def _report_seconds(part: str) -> tuple[float, float]:
+    from aimodel_operator import metrics
+
+    sample = {s.name + str(s.labels): s.value for m in metrics.REPORT_SECONDS.collect() for s in m.samples}
+    return sample[f"aimodel_operator_report_seconds_count{{'part': '{part}'}}"], sample[
+        f"aimodel_operator_report_seconds_sum{{'part': '{part}'}}"
+    ]
+
+
+def test_a_reports_time_in_the_operator_is_measured_once_from_its_first_arrival():
+    i = Intake(lambda key: None)
+    i.handle("ADDED", event(rv="300"))
+    first = i.arrived[KEY]
+    i.handle("ADDED", event(rv="301", name="second"))  # a second report before the write: the first one counts
+    assert i.arrived[KEY] == first
+    queued, written = _report_seconds("queued"), _report_seconds("written")
+    i.shown(KEY, sent=first + 0.002, answered=first + 0.009)
+    assert _report_seconds("queued") == (queued[0] + 1, pytest.approx(queued[1] + 0.002))
+    assert _report_seconds("written") == (written[0] + 1, pytest.approx(written[1] + 0.007))
+    i.shown(KEY, sent=first + 1, answered=first + 2)  # a later status write, no report waiting: nothing
+    assert _report_seconds("queued")[0] == queued[0] + 1
+    i.handle("ADDED", event(rv="302", name="third"))
+    i.drop(KEY)
+    assert KEY not in i.arrived
