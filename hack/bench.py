@@ -23,6 +23,10 @@ real process, then measures:
   not serve (what the API server, busy with the storm, lets any reporter do).
 
 A report's time is also split: of its milliseconds, the Event's create alone.
+
+First, after the floor: the error path as an outside harness measures it (reports just after the
+models show Running, and after 30 s of quiet) and memory with 1000 models and a worker pod each,
+three rounds, side by side with the Go original when it is built into .peers/ (hack/bench_peers.py).
 """
 
 from __future__ import annotations
@@ -652,7 +656,12 @@ async def idle_writes(op: Operator, seconds: float) -> dict[str, float]:
 
 
 async def peers_side_by_side(
-    kube: Kube, cluster: Cluster, rounds: int, memory_models: int, variants: list[str] | None = None
+    kube: Kube,
+    cluster: Cluster,
+    rounds: int,
+    memory_models: int,
+    variants: list[str] | None = None,
+    without_go: bool = False,
 ) -> dict:
     """This operator (with its defaults), its ``variants`` (NAME:KEY=VALUE,... its environment) and,
     when built into .peers/, the Go original."""
@@ -667,11 +676,7 @@ async def peers_side_by_side(
         peers[name] = lambda env=env: Operator(cluster, env=env)
     # The Go original's reconciles fail without KEDA's CRDs: both run with them (not KEDA itself),
     # removed again after, so the rest of the benchmark runs as it always has.
-    keda_crds = (
-        go_operator.binary() is not None
-        and not os.environ.get("BENCH_NO_GO")
-        and go_operator.install_keda_crds(cluster)
-    )
+    keda_crds = go_operator.binary() is not None and not without_go and go_operator.install_keda_crds(cluster)
     if keda_crds:
         peers["go"] = lambda: go_operator.GoOperator(cluster)
     else:
@@ -703,7 +708,7 @@ async def run(args: argparse.Namespace) -> dict:
         results.update(await report_floor(kube, args.samples))
         print("the error path as an outside harness measures it, side by side ...", flush=True)
         results["peers"] = await peers_side_by_side(
-            kube, cluster, args.peer_rounds, args.peer_memory_models, args.variant
+            kube, cluster, args.peer_rounds, args.peer_memory_models, args.variant, args.without_go
         )
         if args.only_peers:
             await kube.close()
@@ -773,6 +778,7 @@ def main() -> None:
         metavar="NAME:KEY=VALUE,...",
         help="also run this operator with this environment side by side (an experiment)",
     )
+    parser.add_argument("--without-go", action="store_true", help="not the Go original, even when built")
     parser.add_argument("--only-peers", action="store_true", help="the floor and the side-by-side part only")
     parser.add_argument("--floor-reporter", metavar="NAMESPACE", help=argparse.SUPPRESS)
     parser.add_argument("--floor-group", default=api.GROUP, help=argparse.SUPPRESS)
